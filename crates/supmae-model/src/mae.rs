@@ -1,0 +1,472 @@
+//! The MAE / SupMAE pre-training model (spec §1.7–§1.11).
+//!
+//! Encoder on the visible patches, light decoder reconstructing every patch, normalised-pixel
+//! MSE on the removed patches and, for SupMAE, a classification branch on the mean of the
+//! visible tokens. Field names mirror the official state dict (`cls_token`, `pos_embed`,
+//! `mask_token`, `decoder_pos_embed`, `patch_embed.proj`, `blocks.{i}`, `norm`,
+//! `decoder_embed`, `decoder_blocks.{i}`, `decoder_norm`, `decoder_pred`, `cls_head`).
+
+use burn::module::Param;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{LayerNorm, Linear};
+use burn::prelude::*;
+
+use crate::block::{Block, LinearInit, layer_norm, linear};
+use crate::cls_head::ClsHead;
+use crate::config::{MaeConfig, mlp_hidden};
+use crate::error::{ModelError, Result};
+use crate::masking::{Masking, random_masking};
+use crate::patch::{PatchEmbed, PatchInit, normal_param, patchify};
+use crate::pos_embed::sincos_2d;
+
+/// Epsilon inside the square root of the norm-pix target, `(x − μ) / sqrt(σ² + 1e-6)`.
+pub const NORM_PIX_EPS: f64 = 1e-6;
+
+/// MAE, or SupMAE when built with a [`ClsHeadConfig`](crate::ClsHeadConfig).
+#[derive(Module, Debug)]
+pub struct SupMae<B: Backend> {
+    /// Learnable cls token, `[1, 1, D]`.
+    pub cls_token: Param<Tensor<B, 3>>,
+    /// Fixed sin-cos position embedding with a zero cls row, `[1, L + 1, D]`. Stored (so it is
+    /// in checkpoints) but never trained.
+    pub pos_embed: Param<Tensor<B, 3>>,
+    /// Learnable token standing in for removed patches in the decoder, `[1, 1, Dd]`.
+    pub mask_token: Param<Tensor<B, 3>>,
+    /// Fixed sin-cos decoder position embedding, `[1, L + 1, Dd]`, never trained.
+    pub decoder_pos_embed: Param<Tensor<B, 3>>,
+    /// Patch embedding.
+    pub patch_embed: PatchEmbed<B>,
+    /// Encoder blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Final encoder LayerNorm.
+    pub norm: LayerNorm<B>,
+    /// `Linear(D → Dd)` into the decoder.
+    pub decoder_embed: Linear<B>,
+    /// Decoder blocks.
+    pub decoder_blocks: Vec<Block<B>>,
+    /// Final decoder LayerNorm.
+    pub decoder_norm: LayerNorm<B>,
+    /// `Linear(Dd → p²·C)`: the pixel prediction of each patch.
+    pub decoder_pred: Linear<B>,
+    /// The SupMAE classification branch (`None` for plain MAE).
+    pub cls_head: Option<ClsHead<B>>,
+    /// The configuration the model was built from.
+    #[module(skip)]
+    pub config: MaeConfig,
+}
+
+/// Everything the encoder produced.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput<B: Backend> {
+    /// Encoder output after the final `norm`: the cls token then the visible tokens in
+    /// ascending-noise order. Shape `[N, 1 + K, D]`.
+    pub latent: Tensor<B, 3>,
+    /// The mask and the permutations.
+    pub masking: Masking<B>,
+}
+
+/// Input of [`SupMae::forward`], built with setters.
+#[derive(Debug, Clone)]
+pub struct SupMaeInput<B: Backend> {
+    /// Normalised images, `[N, C, H, W]`.
+    pub images: Tensor<B, 4>,
+    /// Class indices, `[N]` (SupMAE only; without them no classification loss is computed).
+    pub labels: Option<Tensor<B, 1, Int>>,
+    /// Share of patches removed (0.75 in both recipes).
+    pub mask_ratio: f64,
+    /// Explicit masking noise `[N, L]` (otherwise drawn from the backend RNG).
+    pub noise: Option<Tensor<B, 2>>,
+    /// BatchNorm mode of the classification branch; defaults to training exactly when the
+    /// backend records gradients (`B::ad_enabled`), like Burn's own modules.
+    pub training: Option<bool>,
+}
+
+impl<B: Backend> SupMaeInput<B> {
+    /// Images with the recipe's mask ratio 0.75 and no labels.
+    pub fn new(images: Tensor<B, 4>) -> Self {
+        Self {
+            images,
+            labels: None,
+            mask_ratio: 0.75,
+            noise: None,
+            training: None,
+        }
+    }
+
+    /// Sets the labels.
+    pub fn with_labels(mut self, labels: Tensor<B, 1, Int>) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
+    /// Sets the mask ratio.
+    pub fn with_mask_ratio(mut self, mask_ratio: f64) -> Self {
+        self.mask_ratio = mask_ratio;
+        self
+    }
+
+    /// Sets explicit masking noise.
+    pub fn with_noise(mut self, noise: Tensor<B, 2>) -> Self {
+        self.noise = Some(noise);
+        self
+    }
+
+    /// Forces BatchNorm training (`true`) or evaluation (`false`) mode.
+    pub fn with_training(mut self, training: bool) -> Self {
+        self.training = Some(training);
+        self
+    }
+}
+
+/// Everything a forward pass produced.
+#[derive(Debug, Clone)]
+pub struct SupMaeOutput<B: Backend> {
+    /// `rec_loss + cls_loss` (just `rec_loss` without labels or head). Shape `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Reconstruction MSE averaged over removed patches. Shape `[1]`.
+    pub rec_loss: Tensor<B, 1>,
+    /// `λ · CE(logits / T, labels)`, λ included as in the official log. Shape `[1]`.
+    pub cls_loss: Option<Tensor<B, 1>>,
+    /// Classification logits (SupMAE). Shape `[N, classes]`.
+    pub logits: Option<Tensor<B, 2>>,
+    /// Predicted patches (normalised pixels under norm-pix loss). Shape `[N, L, p²·C]`.
+    pub pred: Tensor<B, 3>,
+    /// Encoder output. Shape `[N, 1 + K, D]`.
+    pub latent: Tensor<B, 3>,
+    /// Mask (`1` = removed) and permutations.
+    pub masking: Masking<B>,
+}
+
+impl MaeConfig {
+    /// Builds the model with the official initialisation (spec §1.11).
+    ///
+    /// Seed first with `B::seed(&device, seed)` for reproducible weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<SupMae<B>> {
+        self.validate()?;
+        let d = self.embed_dim;
+        let dd = self.decoder_embed_dim;
+        let grid = self.grid_size();
+        let frozen = |t: Tensor<B, 3>| Param::from_tensor(t).set_require_grad(false);
+        let model = SupMae {
+            cls_token: normal_param([1, 1, d], 0.02, device),
+            pos_embed: frozen(sincos_2d(d, grid, device)),
+            mask_token: normal_param([1, 1, dd], 0.02, device),
+            decoder_pos_embed: frozen(sincos_2d(dd, grid, device)),
+            patch_embed: PatchEmbed::new(
+                self.in_chans,
+                d,
+                self.patch_size,
+                PatchInit::MaeXavier,
+                device,
+            ),
+            blocks: (0..self.depth)
+                .map(|_| {
+                    let hidden = mlp_hidden(d, self.mlp_ratio);
+                    Block::new(d, self.num_heads, hidden, 0.0, LinearInit::Xavier, device)
+                })
+                .collect(),
+            norm: layer_norm(d, device),
+            decoder_embed: linear(d, dd, LinearInit::Xavier, device),
+            decoder_blocks: (0..self.decoder_depth)
+                .map(|_| {
+                    let hidden = mlp_hidden(dd, self.mlp_ratio);
+                    let heads = self.decoder_num_heads;
+                    Block::new(dd, heads, hidden, 0.0, LinearInit::Xavier, device)
+                })
+                .collect(),
+            decoder_norm: layer_norm(dd, device),
+            decoder_pred: linear(dd, self.patch_dim(), LinearInit::Xavier, device),
+            cls_head: self.cls_head.as_ref().map(|h| ClsHead::new(d, h, device)),
+            config: self.clone(),
+        };
+        // Parameters are initialised lazily; draw them now so clones share values.
+        let _ = model.num_params();
+        Ok(model)
+    }
+}
+
+impl<B: Backend> SupMae<B> {
+    /// Checks that `images` fit the configuration.
+    pub fn check_images(&self, images: &Tensor<B, 4>) -> Result<()> {
+        let c = &self.config;
+        let dims = images.dims();
+        if dims[0] == 0 || dims[1..] != [c.in_chans, c.img_size, c.img_size] {
+            return Err(ModelError::Shape {
+                name: "images",
+                expected: format!("[N >= 1, {}, {}, {}]", c.in_chans, c.img_size, c.img_size),
+                got: dims.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Patch tokens before position embeddings.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - output: `[N, L, D]`
+    pub fn patch_tokens(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.patch_embed.forward(images)
+    }
+
+    /// The input of the first encoder block: patch tokens plus position embeddings, masked,
+    /// with `cls_token + pos_embed[0]` prepended.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - noise: `[N, L]`
+    /// - output: `[N, 1 + K, D]`, plus the [`Masking`]
+    pub fn encoder_input(
+        &self,
+        images: Tensor<B, 4>,
+        mask_ratio: f64,
+        noise: Option<Tensor<B, 2>>,
+    ) -> Result<(Tensor<B, 3>, Masking<B>)> {
+        self.check_images(&images)?;
+        let x = self.patch_tokens(images); // [N, L, D]
+        let [n, l, d] = x.dims();
+        let pos = self.pos_embed.val();
+        let x = x + pos.clone().narrow(1, 1, l); // [N, L, D]
+        let (x, masking) = random_masking(x, mask_ratio, noise)?; // [N, K, D]
+        let cls = (self.cls_token.val() + pos.narrow(1, 0, 1)).expand([n, 1, d]); // [N, 1, D]
+        Ok((Tensor::cat(vec![cls, x], 1), masking))
+    }
+
+    /// Encodes the visible patches.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - noise: `[N, L]`
+    /// - latent: `[N, 1 + K, D]`
+    pub fn forward_encoder(
+        &self,
+        images: Tensor<B, 4>,
+        mask_ratio: f64,
+        noise: Option<Tensor<B, 2>>,
+    ) -> Result<EncoderOutput<B>> {
+        let (mut x, masking) = self.encoder_input(images, mask_ratio, noise)?;
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        Ok(EncoderOutput {
+            latent: self.norm.forward(x),
+            masking,
+        })
+    }
+
+    /// The input of the first decoder block: embedded visible tokens and mask tokens put back
+    /// in raster order, the decoded cls token in front, plus `decoder_pos_embed`.
+    ///
+    /// # Shapes
+    /// - latent: `[N, 1 + K, D]`
+    /// - ids_restore: `[N, L]`
+    /// - output: `[N, L + 1, Dd]`
+    pub fn decoder_input(
+        &self,
+        latent: Tensor<B, 3>,
+        ids_restore: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let y = self.decoder_embed.forward(latent); // [N, 1 + K, Dd]
+        let [n, t, dd] = y.dims();
+        let [_, l] = ids_restore.dims();
+        let visible = y.clone().narrow(1, 1, t - 1); // [N, K, Dd]
+        let z = if l + 1 > t {
+            let masks = self.mask_token.val().expand([n, l + 1 - t, dd]); // [N, L - K, Dd]
+            Tensor::cat(vec![visible, masks], 1) // [N, L, Dd]
+        } else {
+            visible
+        };
+        let index = ids_restore.unsqueeze_dim::<3>(2).repeat_dim(2, dd); // [N, L, Dd]
+        let z = z.gather(1, index); // unshuffle: [N, L, Dd]
+        let z = Tensor::cat(vec![y.narrow(1, 0, 1), z], 1); // [N, L + 1, Dd]
+        z + self.decoder_pos_embed.val()
+    }
+
+    /// Predicts every patch.
+    ///
+    /// # Shapes
+    /// - latent: `[N, 1 + K, D]`
+    /// - ids_restore: `[N, L]`
+    /// - pred: `[N, L, p²·C]`
+    pub fn forward_decoder(
+        &self,
+        latent: Tensor<B, 3>,
+        ids_restore: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let mut x = self.decoder_input(latent, ids_restore);
+        for block in &self.decoder_blocks {
+            x = block.forward(x);
+        }
+        let x = self.decoder_pred.forward(self.decoder_norm.forward(x)); // [N, L + 1, p²·C]
+        let [_, t, _] = x.dims();
+        x.narrow(1, 1, t - 1) // drop the cls position: [N, L, p²·C]
+    }
+
+    /// The reconstruction target: patchified images, per-patch normalised when
+    /// `norm_pix_loss` is on (unbiased variance, `eps` inside the square root).
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - output: `[N, L, p²·C]`
+    pub fn target(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
+        let target = patchify(images, self.config.patch_size);
+        if !self.config.norm_pix_loss {
+            return target;
+        }
+        let (var, mean) = target.clone().var_mean(2); // [N, L, 1] each, var unbiased
+        (target - mean) / var.add_scalar(NORM_PIX_EPS).sqrt()
+    }
+
+    /// Mean squared error of every patch.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - pred: `[N, L, p²·C]`
+    /// - output: `[N, L]`
+    pub fn per_patch_loss(&self, images: Tensor<B, 4>, pred: Tensor<B, 3>) -> Tensor<B, 2> {
+        let diff = pred - self.target(images);
+        let [n, l, _] = diff.dims();
+        diff.powi_scalar(2).mean_dim(2).reshape([n, l])
+    }
+
+    /// Reconstruction loss: per-patch MSE averaged over the removed patches only.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - pred: `[N, L, p²·C]`
+    /// - mask: `[N, L]`
+    /// - output: `[1]`
+    pub fn forward_loss(
+        &self,
+        images: Tensor<B, 4>,
+        pred: Tensor<B, 3>,
+        mask: Tensor<B, 2>,
+    ) -> Tensor<B, 1> {
+        let loss = self.per_patch_loss(images, pred);
+        (loss * mask.clone()).sum() / mask.sum()
+    }
+
+    /// The classification feature: mean of the visible patch tokens (`global_pool`) or the
+    /// cls token, taken from the encoder output after `norm`.
+    ///
+    /// # Shapes
+    /// - latent: `[N, 1 + K, D]`
+    /// - output: `[N, D]`
+    pub fn pooled(&self, latent: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [n, t, d] = latent.dims();
+        if self.config.global_pool {
+            latent.narrow(1, 1, t - 1).mean_dim(1).reshape([n, d])
+        } else {
+            latent.narrow(1, 0, 1).reshape([n, d])
+        }
+    }
+
+    /// Logits of the classification branch, or `None` for MAE. `training` picks BatchNorm
+    /// batch statistics (needs at least 2 samples) or running statistics.
+    ///
+    /// # Shapes
+    /// - latent: `[N, 1 + K, D]`
+    /// - output: `[N, classes]`
+    pub fn forward_classification(
+        &self,
+        latent: Tensor<B, 3>,
+        training: bool,
+    ) -> Result<Option<Tensor<B, 2>>> {
+        let Some(head) = &self.cls_head else {
+            return Ok(None);
+        };
+        let [n, _, _] = latent.dims();
+        if training && n < 2 {
+            return Err(ModelError::InvalidArgument {
+                name: "images",
+                reason: "the classification branch's BatchNorm needs at least 2 samples per \
+                         batch in training mode"
+                    .into(),
+            });
+        }
+        Ok(Some(head.forward(self.pooled(latent), training)))
+    }
+
+    /// `λ · CE(logits / T, labels)`.
+    ///
+    /// # Shapes
+    /// - logits: `[N, classes]`
+    /// - labels: `[N]`
+    /// - output: `[1]`
+    pub fn classification_loss(
+        &self,
+        logits: Tensor<B, 2>,
+        labels: Tensor<B, 1, Int>,
+    ) -> Result<Tensor<B, 1>> {
+        let Some(head) = &self.config.cls_head else {
+            return Err(ModelError::InvalidArgument {
+                name: "labels",
+                reason: "this is an MAE model without a classification branch".into(),
+            });
+        };
+        let [n, classes] = logits.dims();
+        if labels.dims() != [n] {
+            return Err(ModelError::Shape {
+                name: "labels",
+                expected: format!("[{n}]"),
+                got: labels.dims().to_vec(),
+            });
+        }
+        let values = labels
+            .to_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap_or_default();
+        if let Some(bad) = values.iter().find(|&&v| v < 0 || v as usize >= classes) {
+            return Err(ModelError::InvalidArgument {
+                name: "labels",
+                reason: format!("label {bad} is outside 0..{classes}"),
+            });
+        }
+        let ce = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.div_scalar(head.temperature), labels);
+        Ok(ce.mul_scalar(head.loss_ratio))
+    }
+
+    /// The whole pre-training forward pass: encoder, decoder, reconstruction loss and (for
+    /// SupMAE) the classification branch and its loss.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`, labels: `[N]`, noise: `[N, L]`
+    /// - see [`SupMaeOutput`] for the outputs.
+    pub fn forward(&self, input: SupMaeInput<B>) -> Result<SupMaeOutput<B>> {
+        let images = input.images;
+        let training = input
+            .training
+            .unwrap_or_else(|| B::ad_enabled(&images.device()));
+        let EncoderOutput { latent, masking } =
+            self.forward_encoder(images.clone(), input.mask_ratio, input.noise)?;
+        let pred = self.forward_decoder(latent.clone(), masking.ids_restore.clone());
+        let rec_loss = self.forward_loss(images, pred.clone(), masking.mask.clone());
+        let logits = self.forward_classification(latent.clone(), training)?;
+        let cls_loss = match (&logits, input.labels) {
+            (Some(logits), Some(labels)) => Some(self.classification_loss(logits.clone(), labels)?),
+            (None, Some(_)) => {
+                return Err(ModelError::InvalidArgument {
+                    name: "labels",
+                    reason: "this is an MAE model without a classification branch".into(),
+                });
+            }
+            _ => None,
+        };
+        let loss = match &cls_loss {
+            Some(cls) => rec_loss.clone() + cls.clone(),
+            None => rec_loss.clone(),
+        };
+        Ok(SupMaeOutput {
+            loss,
+            rec_loss,
+            cls_loss,
+            logits,
+            pred,
+            latent,
+            masking,
+        })
+    }
+}
