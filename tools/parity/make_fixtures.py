@@ -5,6 +5,7 @@ Deterministic: fixed seeds, CPU, float32 (plus a float64 replay), 1 thread, TF32
 See tools/parity/README.md for the tensor list.
 """
 import copy
+from collections import OrderedDict
 import hashlib
 import os
 import sys
@@ -102,7 +103,12 @@ def main():
     perturb(model, gen)
     ckpt_path = os.path.join(OUT, "supmae_tiny.pth")
     torch.save({"model": model.state_dict(), "epoch": 3}, ckpt_path)
-    torch.save(model.state_dict(), os.path.join(OUT, "supmae_tiny_plain.pth"))
+    # Bare state dict (no wrapper), with the classification branch named `projection_head`
+    # as in the released SupMAE pre-training checkpoint (enyac-group/supmae#4).
+    plain = OrderedDict(
+        (k.replace("cls_head.", "projection_head.", 1), v) for k, v in model.state_dict().items()
+    )
+    torch.save(plain, os.path.join(OUT, "supmae_tiny_plain.pth"))
     sd0 = copy.deepcopy(model.state_dict())
 
     # ---------------- inputs --------------------------------------------------------------
@@ -248,7 +254,7 @@ cls_loss_ratio lam={LAM}. Fine-tune ViT: same encoder dims, 10 classes, drop_pat
 | file | content |
 | --- | --- |
 | `supmae_tiny.pth` | `{{'model': state_dict, 'epoch': 3}}` of the SupMAE pre-training model (official key names), saved before any forward |
-| `supmae_tiny_plain.pth` | the same state dict, saved bare (no wrapper dict) |
+| `supmae_tiny_plain.pth` | the same state dict, saved bare (no wrapper dict), with `cls_head.*` renamed `projection_head.*` as in the released SupMAE checkpoint |
 | `vit_tiny_gp.pth` | `{{'model': sd}}` fine-tune ViT, global_pool=True (`fc_norm.*`, no `norm.*`) |
 | `vit_tiny_cls.pth` | `{{'model': sd}}` fine-tune ViT, global_pool=False (`norm.*` from the pre-training ckpt) |
 | `expected.safetensors` | {n_tensors} tensors: inputs, intermediates, losses, {n_grads} `grad.<key>` tensors, f64 replay, fine-tune outputs (see tools/parity/README.md) |
