@@ -510,7 +510,7 @@ fn check_patching(img: usize, patch: usize, chans: usize) -> Result<()> {
     if patch == 0 {
         return Err(invalid("patch_size", "must be at least 1"));
     }
-    if img == 0 || img % patch != 0 {
+    if img == 0 || !img.is_multiple_of(patch) {
         return Err(invalid(
             "patch_size",
             format!("({patch}) does not divide img_size ({img})"),
@@ -532,13 +532,13 @@ fn check_width(
     if dim == 0 {
         return Err(invalid(field, "must be at least 1"));
     }
-    if heads == 0 || dim % heads != 0 {
+    if heads == 0 || !dim.is_multiple_of(heads) {
         return Err(invalid(
             heads_field,
             format!("({heads}) does not divide {field} ({dim})"),
         ));
     }
-    if sincos && dim % 4 != 0 {
+    if sincos && !dim.is_multiple_of(4) {
         return Err(invalid(
             field,
             format!("({dim}) must be divisible by 4 for the 2-D sin-cos position embedding"),
