@@ -1,38 +1,54 @@
-//! Datasets and the input pipeline for SupMAE (ImageNet folders, Fashion-MNIST, transforms).
+//! Datasets and the input pipeline for SupMAE.
 //!
-//! This crate is at its start: it holds the normalisation constants every pipeline shares.
-//! Loaders and augmentations land with the data issue.
+//! - [`FolderDataset`]: any `root/<class>/**/<image>` tree, in torchvision `ImageFolder`
+//!   order so class indices match official checkpoints; [`ImageNet`] adds the `train/` +
+//!   `val/` layouts (class folders, a wnid-per-line labels file, or Kaggle's CSV) and
+//!   [`IMAGENET_1K`] maps class indices to names.
+//! - [`FashionMnist`]: IDX files (gzipped or not), with a subset embedded in the crate so
+//!   everything runs with no files on disk.
+//! - [`decode_image`]: decoding by content (a PNG named `.JPEG`, CMYK JPEGs, greyscale,
+//!   alpha, 16-bit and palette images), with a memory cap.
+//! - [`Transform`]: torchvision's `RandomResizedCrop` / `Resize` + `CenterCrop` (bicubic),
+//!   flip and normalisation, with the same crop-sampling algorithm.
+//! - [`DataLoader`]: parallel decode + augment into contiguous batches, prefetched,
+//!   deterministic under a seed whatever the thread count.
+//! - [`check_dataset`]: reports classes, counts and every bad file.
+//!
+//! Bad input never panics: every problem is a [`DataError`] naming the file, or, under
+//! [`SkipPolicy::Skip`], is skipped, counted and reported.
 
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod check;
+pub mod decode;
+pub mod error;
+pub mod fashion_mnist;
+pub mod folder;
+pub mod imagenet;
+pub mod loader;
+pub mod rng;
+pub mod source;
+pub mod transform;
+
+pub use check::{CheckReport, check_dataset};
+pub use decode::{DEFAULT_MAX_PIXELS, Image8, decode_image, read_image};
+pub use error::{DataError, Result};
+pub use fashion_mnist::FashionMnist;
+pub use folder::{
+    FolderDataset, ImageNet, ScanOptions, ScanReport, SkipPolicy, Skipped, ValLayout,
+};
+pub use imagenet::{IMAGENET_1K, imagenet_class_index, imagenet_class_name};
+pub use loader::{DataLoader, Epoch, HostBatch, LoaderConfig};
+pub use rng::SampleRng;
+pub use source::ImageSource;
+pub use transform::{CropBox, Geometry, Transform};
 
 /// ImageNet per-channel mean (RGB), as used by the official recipes.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 
 /// ImageNet per-channel standard deviation (RGB).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// Fashion-MNIST pixel mean (single channel, on `[0, 1]` pixels).
-pub const FASHION_MNIST_MEAN: f32 = 0.2860;
-
-/// Fashion-MNIST pixel standard deviation.
-pub const FASHION_MNIST_STD: f32 = 0.3530;
-
-/// Normalises `[0, 1]` pixel values of one channel in place: `(x - mean) / std`.
-pub fn normalize_channel(values: &mut [f32], mean: f32, std: f32) {
-    let inv = 1.0 / std;
-    for v in values {
-        *v = (*v - mean) * inv;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalize_maps_the_mean_to_zero_and_one_std_to_one() {
-        let mut v = [IMAGENET_MEAN[0], IMAGENET_MEAN[0] + IMAGENET_STD[0]];
-        normalize_channel(&mut v, IMAGENET_MEAN[0], IMAGENET_STD[0]);
-        assert!(v[0].abs() < 1e-7 && (v[1] - 1.0).abs() < 1e-6);
-    }
-}

@@ -1,0 +1,125 @@
+//! Decoding image files by content into 8-bit RGB or greyscale.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits};
+
+use crate::error::{DataError, Result, io};
+
+/// Default cap on decoded pixels (width × height): 100 megapixels, ~300 MB as RGB8.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// A decoded image: interleaved 8-bit pixels, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image8 {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// 1 (greyscale) or 3 (RGB).
+    pub channels: u8,
+    /// `width · height · channels` bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes `bytes` (read from `path`, which is only used in errors) by their content, not the
+/// file extension, into `channels` = 3 (RGB) or 1 (greyscale).
+///
+/// Greyscale, CMYK, alpha, 16-bit and palette images all convert: alpha is dropped (as PIL's
+/// `convert('RGB')` does), 16-bit samples are scaled to 8 bits. Images whose declared size
+/// exceeds `max_pixels` are rejected before any pixel memory is allocated.
+pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) -> Result<Image8> {
+    if bytes.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let reader = || -> Result<ImageReader<Cursor<&[u8]>>> {
+        let reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(io(path))?;
+        if reader.format().is_none() {
+            return Err(DataError::NotAnImage {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(reader)
+    };
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| decode_error(path, e))?;
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            max_pixels,
+        });
+    }
+    let mut reader = reader()?;
+    // The JPEG decoder fills a truncated scan with grey instead of failing (PIL refuses such
+    // files), so check for the end-of-image marker after the last start-of-scan ourselves.
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            message: "truncated JPEG: no end-of-image marker after the last scan".into(),
+        });
+    }
+    let mut limits = Limits::default();
+    // Decoders may allocate more than the final image (e.g. 16-bit or planar buffers).
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 24));
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| decode_error(path, e))?;
+    Ok(to_channels(image, channels))
+}
+
+/// Reads and decodes a file (see [`decode_image`]).
+pub fn read_image(path: &Path, channels: u8, max_pixels: u64) -> Result<Image8> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    decode_image(&bytes, path, channels, max_pixels)
+}
+
+/// Whether a JPEG stream has an end-of-image marker (`FF D9`) after its last start-of-scan
+/// (`FF DA`). Inside entropy-coded data a `FF` byte is always followed by `00` or a restart
+/// marker, so neither pattern can occur there by chance.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(sos) => bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+fn decode_error(path: &Path, error: ImageError) -> DataError {
+    match error {
+        ImageError::Unsupported(_) => DataError::NotAnImage {
+            path: path.to_path_buf(),
+        },
+        other => DataError::Decode {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn to_channels(image: DynamicImage, channels: u8) -> Image8 {
+    let (width, height) = (image.width(), image.height());
+    let pixels = if channels == 1 {
+        match image {
+            DynamicImage::ImageLuma8(buffer) => buffer.into_raw(),
+            other => other.to_luma8().into_raw(),
+        }
+    } else {
+        match image {
+            DynamicImage::ImageRgb8(buffer) => buffer.into_raw(),
+            other => other.to_rgb8().into_raw(),
+        }
+    };
+    Image8 {
+        width,
+        height,
+        channels: if channels == 1 { 1 } else { 3 },
+        pixels,
+    }
+}

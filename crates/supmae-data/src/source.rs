@@ -1,0 +1,34 @@
+//! The dataset abstraction the loader reads from.
+
+use crate::decode::Image8;
+use crate::error::Result;
+
+/// A labelled image dataset: folder trees, ImageNet layouts or in-memory Fashion-MNIST.
+pub trait ImageSource: Send + Sync {
+    /// Number of samples.
+    fn len(&self) -> usize;
+
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Class index of sample `index`.
+    fn label(&self, index: usize) -> usize;
+
+    /// Loads sample `index` as an 8-bit image with `channels` (1 or 3) channels where the
+    /// source can convert (greyscale in-memory sources return 1 channel and the transform
+    /// replicates it).
+    fn load(&self, index: usize, channels: u8) -> Result<Image8>;
+
+    /// A human-readable name of sample `index` (a file path, or `fashion-mnist train #12`).
+    fn describe(&self, index: usize) -> String;
+
+    /// Class names; index `i` is class `i`.
+    fn classes(&self) -> &[String];
+
+    /// Channels of the stored images (1 for greyscale datasets, 3 otherwise).
+    fn native_channels(&self) -> u8 {
+        3
+    }
+}

@@ -1,0 +1,395 @@
+//! The augmentations of the official recipes, matching torchvision on PIL images:
+//! `RandomResizedCrop` (bicubic) + `RandomHorizontalFlip` for training, `Resize` (shorter
+//! side, bicubic) + `CenterCrop` for evaluation, then `ToTensor` + `Normalize`.
+//!
+//! Resizing goes through `fast_image_resize`'s SIMD convolution with the Catmull-Rom cubic
+//! (`a = -0.5`), the kernel of PIL's `BICUBIC`, with the same support scaling when shrinking;
+//! `docs/data.md` records how far its output is from PIL's on a test image.
+
+use std::cell::RefCell;
+
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::decode::Image8;
+use crate::error::{DataError, Result};
+use crate::rng::SampleRng;
+use crate::{IMAGENET_MEAN, IMAGENET_STD};
+
+/// A crop rectangle in pixels (torchvision's `i, j, h, w`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    /// First row (`i`).
+    pub top: u32,
+    /// First column (`j`).
+    pub left: u32,
+    /// Rows (`h`).
+    pub height: u32,
+    /// Columns (`w`).
+    pub width: u32,
+}
+
+/// Python's `int(round(x))` for non-negative `x`: round half to even.
+fn py_round(x: f64) -> i64 {
+    x.round_ties_even() as i64
+}
+
+/// Samples a crop box exactly as torchvision's `RandomResizedCrop.get_params`: up to 10
+/// tries of a target area `U(scale) · H · W` and a log-uniform aspect ratio in `ratio`, and
+/// otherwise the central crop with the aspect ratio clamped to `ratio`.
+pub fn random_resized_crop_box(
+    width: u32,
+    height: u32,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut SampleRng,
+) -> CropBox {
+    let (w_img, h_img) = (i64::from(width), i64::from(height));
+    let area = (width as f64) * (height as f64);
+    let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target_area = area * rng.uniform_range(scale.0, scale.1);
+        let aspect = rng.uniform_range(log_lo, log_hi).exp();
+        let w = py_round((target_area * aspect).sqrt());
+        let h = py_round((target_area / aspect).sqrt());
+        if 0 < w && w <= w_img && 0 < h && h <= h_img {
+            let top = rng.int_range(0, (h_img - h + 1) as u64) as u32;
+            let left = rng.int_range(0, (w_img - w + 1) as u64) as u32;
+            return CropBox {
+                top,
+                left,
+                height: h as u32,
+                width: w as u32,
+            };
+        }
+    }
+    // Fallback to the central crop.
+    let in_ratio = width as f64 / height as f64;
+    let (lo, hi) = (ratio.0.min(ratio.1), ratio.0.max(ratio.1));
+    let (w, h) = if in_ratio < lo {
+        (w_img, py_round(w_img as f64 / lo))
+    } else if in_ratio > hi {
+        (py_round(h_img as f64 * hi), h_img)
+    } else {
+        (w_img, h_img)
+    };
+    CropBox {
+        top: ((h_img - h) / 2) as u32,
+        left: ((w_img - w) / 2) as u32,
+        height: h as u32,
+        width: w as u32,
+    }
+}
+
+/// torchvision `Resize(size)` with an int: the shorter side becomes `size`, the longer
+/// `int(size · long / short)`. Returns `(width, height)`.
+pub fn resize_shorter_side(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    let new_long = (f64::from(size) * f64::from(long) / f64::from(short)) as u32;
+    if width <= height {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    }
+}
+
+/// torchvision `CenterCrop(size)` offsets: `int(round((dim - size) / 2))`.
+pub fn center_crop_box(width: u32, height: u32, size: u32) -> CropBox {
+    let off = |dim: u32| py_round((f64::from(dim) - f64::from(size)) / 2.0).max(0) as u32;
+    CropBox {
+        top: off(height),
+        left: off(width),
+        height: size.min(height),
+        width: size.min(width),
+    }
+}
+
+thread_local! {
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+/// Crops `image` to `crop`, then resizes the crop to `width × height` with PIL's bicubic
+/// (what torchvision's `resized_crop` does on PIL images: the crop has no context outside).
+pub fn resized_crop(image: &Image8, crop: CropBox, width: u32, height: u32) -> Result<Image8> {
+    let c = usize::from(image.channels);
+    let full =
+        crop.left == 0 && crop.top == 0 && crop.width == image.width && crop.height == image.height;
+    let cropped: Vec<u8> = if full {
+        image.pixels.clone()
+    } else {
+        let row = image.width as usize * c;
+        let mut out = Vec::with_capacity(crop.width as usize * crop.height as usize * c);
+        for y in crop.top..crop.top + crop.height {
+            let start = y as usize * row + crop.left as usize * c;
+            out.extend_from_slice(&image.pixels[start..start + crop.width as usize * c]);
+        }
+        out
+    };
+    if crop.width == width && crop.height == height {
+        return Ok(Image8 {
+            width,
+            height,
+            channels: image.channels,
+            pixels: cropped,
+        });
+    }
+    let pixel_type = if c == 1 {
+        PixelType::U8
+    } else {
+        PixelType::U8x3
+    };
+    let resize_err = |e: &dyn std::fmt::Display| DataError::InvalidConfig {
+        field: "resize",
+        reason: e.to_string(),
+    };
+    let src = Image::from_vec_u8(crop.width, crop.height, cropped, pixel_type)
+        .map_err(|e| resize_err(&e))?;
+    let mut dst = Image::new(width, height, pixel_type);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    RESIZER
+        .with(|r| r.borrow_mut().resize(&src, &mut dst, &options))
+        .map_err(|e| resize_err(&e))?;
+    Ok(Image8 {
+        width,
+        height,
+        channels: image.channels,
+        pixels: dst.into_vec(),
+    })
+}
+
+/// How an image becomes a `size × size` training or evaluation input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Geometry {
+    /// `RandomResizedCrop(size, scale, ratio, bicubic)`.
+    RandomResizedCrop {
+        /// Range of the crop's share of the image area.
+        scale: (f64, f64),
+        /// Range of the crop's aspect ratio (width / height).
+        ratio: (f64, f64),
+    },
+    /// `Resize(int(size / crop_pct), bicubic)` then `CenterCrop(size)`.
+    ResizeCenterCrop {
+        /// Share of the resized shorter side kept by the crop (0.875 = 224 of 256).
+        crop_pct: f64,
+    },
+    /// Resize straight to `size × size` (bicubic; a no-op when already that size).
+    Resize,
+}
+
+/// A full per-image transform: geometry, horizontal flip, `ToTensor` and `Normalize`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transform {
+    /// Output side in pixels.
+    pub size: u32,
+    /// How the image is cropped and resized.
+    pub geometry: Geometry,
+    /// Probability of a horizontal flip.
+    pub hflip: f64,
+    /// Output channels (1 or 3); greyscale sources are replicated to 3 channels.
+    pub channels: u8,
+    /// Per-channel mean subtracted after scaling pixels to `[0, 1]`.
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation divided by.
+    pub std: Vec<f32>,
+}
+
+impl Transform {
+    /// The pre-training augmentation (spec §2.1): `RandomResizedCrop(size, scale=(0.2, 1))`,
+    /// flip 0.5, ImageNet normalisation.
+    pub fn pretrain(size: u32) -> Self {
+        Self {
+            size,
+            geometry: Geometry::RandomResizedCrop {
+                scale: (0.2, 1.0),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            },
+            hflip: 0.5,
+            channels: 3,
+            mean: IMAGENET_MEAN.to_vec(),
+            std: IMAGENET_STD.to_vec(),
+        }
+    }
+
+    /// Fine-tuning's crop (`scale=(0.08, 1)`), flip 0.5, ImageNet normalisation (RandAugment,
+    /// Mixup and erasing are separate steps of the fine-tuning learner).
+    pub fn finetune(size: u32) -> Self {
+        Self {
+            geometry: Geometry::RandomResizedCrop {
+                scale: (0.08, 1.0),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            },
+            ..Self::pretrain(size)
+        }
+    }
+
+    /// Evaluation: resize the shorter side to `size / 0.875`, centre crop, normalise.
+    pub fn eval(size: u32) -> Self {
+        Self {
+            geometry: Geometry::ResizeCenterCrop { crop_pct: 0.875 },
+            hflip: 0.0,
+            ..Self::pretrain(size)
+        }
+    }
+
+    /// Sets the channel count and normalisation (e.g. a dataset's own mean/std).
+    pub fn with_normalization(mut self, channels: u8, mean: Vec<f32>, std: Vec<f32>) -> Self {
+        self.channels = channels;
+        self.mean = mean;
+        self.std = std;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(DataError::InvalidConfig { field, reason });
+        if self.size == 0 {
+            return bad("size", "must be at least 1".into());
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return bad("channels", format!("({}) must be 1 or 3", self.channels));
+        }
+        let c = usize::from(self.channels);
+        if self.mean.len() != c || self.std.len() != c {
+            return bad("mean/std", format!("need {c} values each"));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad("std", "values must be finite and > 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.hflip) {
+            return bad("hflip", format!("({}) must be a probability", self.hflip));
+        }
+        match self.geometry {
+            Geometry::RandomResizedCrop { scale, ratio } => {
+                if !(scale.0 > 0.0 && scale.0 <= scale.1 && scale.1 <= 1.0) {
+                    return bad("scale", format!("{scale:?} must satisfy 0 < lo <= hi <= 1"));
+                }
+                if !(ratio.0 > 0.0 && ratio.0 <= ratio.1 && ratio.1.is_finite()) {
+                    return bad("ratio", format!("{ratio:?} must satisfy 0 < lo <= hi"));
+                }
+            }
+            Geometry::ResizeCenterCrop { crop_pct } => {
+                if !(crop_pct > 0.0 && crop_pct <= 1.0) {
+                    return bad("crop_pct", format!("({crop_pct}) must be in (0, 1]"));
+                }
+            }
+            Geometry::Resize => {}
+        }
+        Ok(())
+    }
+
+    /// Values written per image: `channels · size²`.
+    pub fn output_len(&self) -> usize {
+        usize::from(self.channels) * (self.size as usize).pow(2)
+    }
+
+    /// The geometric part: the `size × size` 8-bit image, and whether to flip it.
+    pub fn geometry(&self, image: &Image8, rng: &mut SampleRng) -> Result<(Image8, bool)> {
+        if image.width == 0 || image.height == 0 {
+            return Err(DataError::InvalidConfig {
+                field: "image",
+                reason: "has zero width or height".into(),
+            });
+        }
+        let size = self.size;
+        let out = match self.geometry {
+            Geometry::RandomResizedCrop { scale, ratio } => {
+                let crop = random_resized_crop_box(image.width, image.height, scale, ratio, rng);
+                resized_crop(image, crop, size, size)?
+            }
+            Geometry::ResizeCenterCrop { crop_pct } => {
+                let short = (f64::from(size) / crop_pct) as u32;
+                let (w, h) = resize_shorter_side(image.width, image.height, short);
+                let full = CropBox {
+                    top: 0,
+                    left: 0,
+                    height: image.height,
+                    width: image.width,
+                };
+                let resized = resized_crop(image, full, w, h)?;
+                resized_crop(&resized, center_crop_box(w, h, size), size, size)?
+            }
+            Geometry::Resize => {
+                let full = CropBox {
+                    top: 0,
+                    left: 0,
+                    height: image.height,
+                    width: image.width,
+                };
+                resized_crop(image, full, size, size)?
+            }
+        };
+        // torchvision draws the flip after the crop: `torch.rand(1) < p`.
+        let flip = self.hflip > 0.0 && rng.uniform() < self.hflip;
+        Ok((out, flip))
+    }
+
+    /// Applies the whole transform, writing `[C, size, size]` normalised floats into `out`.
+    pub fn apply(&self, image: &Image8, rng: &mut SampleRng, out: &mut [f32]) -> Result<()> {
+        let (img, flip) = self.geometry(image, rng)?;
+        self.write_normalized(&img, flip, out);
+        Ok(())
+    }
+
+    /// `ToTensor` + `Normalize` (+ optional flip) of a `size × size` image into CHW floats.
+    pub fn write_normalized(&self, img: &Image8, flip: bool, out: &mut [f32]) {
+        let s = self.size as usize;
+        let src_c = usize::from(img.channels);
+        let plane = s * s;
+        for c in 0..usize::from(self.channels) {
+            let scale = 1.0 / (255.0 * self.std[c]);
+            let bias = -self.mean[c] / self.std[c];
+            let dst = &mut out[c * plane..(c + 1) * plane];
+            for y in 0..s {
+                for x in 0..s {
+                    let sx = if flip { s - 1 - x } else { x };
+                    let p = &img.pixels[(y * s + sx) * src_c..(y * s + sx + 1) * src_c];
+                    let v = match (src_c, self.channels) {
+                        (1, _) => p[0],
+                        (3, 1) => luma(p),
+                        _ => p[c],
+                    };
+                    dst[y * s + x] = f32::from(v) * scale + bias;
+                }
+            }
+        }
+    }
+}
+
+/// ITU-R 601-2 luma, as PIL's `convert('L')`: `(299 R + 587 G + 114 B) / 1000`, rounded.
+fn luma(p: &[u8]) -> u8 {
+    ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114 + 500) / 1000) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_rounding_is_half_to_even() {
+        assert_eq!(py_round(2.5), 2);
+        assert_eq!(py_round(3.5), 4);
+        assert_eq!(py_round(2.4999), 2);
+    }
+
+    #[test]
+    fn shorter_side_resize_matches_torchvision() {
+        // 500x375 -> Resize(256): (341, 256) since int(256 * 500 / 375) = 341.
+        assert_eq!(resize_shorter_side(500, 375, 256), (341, 256));
+        assert_eq!(resize_shorter_side(375, 500, 256), (256, 341));
+        assert_eq!(resize_shorter_side(256, 256, 256), (256, 256));
+        // CenterCrop(224) of 341x256: left = round(58.5) = 58 (half to even), top = 16.
+        assert_eq!(
+            center_crop_box(341, 256, 224),
+            CropBox {
+                top: 16,
+                left: 58,
+                height: 224,
+                width: 224
+            }
+        );
+    }
+}
