@@ -44,7 +44,7 @@ pub use folder::{
 pub use imagenet::{IMAGENET_1K, imagenet_class_index, imagenet_class_name};
 pub use loader::{DataLoader, Epoch, HostBatch, LoaderConfig};
 pub use rng::SampleRng;
-pub use source::ImageSource;
+pub use source::{AnySource, ImageSource};
 pub use transform::{CropBox, Geometry, Transform};
 
 /// ImageNet per-channel mean (RGB), as used by the official recipes.

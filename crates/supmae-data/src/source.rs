@@ -32,3 +32,57 @@ pub trait ImageSource: Send + Sync {
         3
     }
 }
+
+/// Any of the datasets this crate reads, behind one type (for code that picks the dataset at
+/// run time).
+#[derive(Debug, Clone)]
+pub enum AnySource {
+    /// A folder tree or an ImageNet split.
+    Folder(crate::FolderDataset),
+    /// Fashion-MNIST in memory.
+    FashionMnist(crate::FashionMnist),
+}
+
+impl ImageSource for AnySource {
+    fn len(&self) -> usize {
+        match self {
+            Self::Folder(d) => d.len(),
+            Self::FashionMnist(d) => d.len(),
+        }
+    }
+
+    fn label(&self, index: usize) -> usize {
+        match self {
+            Self::Folder(d) => d.label(index),
+            Self::FashionMnist(d) => d.label(index),
+        }
+    }
+
+    fn load(&self, index: usize, channels: u8) -> Result<Image8> {
+        match self {
+            Self::Folder(d) => d.load(index, channels),
+            Self::FashionMnist(d) => d.load(index, channels),
+        }
+    }
+
+    fn describe(&self, index: usize) -> String {
+        match self {
+            Self::Folder(d) => d.describe(index),
+            Self::FashionMnist(d) => d.describe(index),
+        }
+    }
+
+    fn classes(&self) -> &[String] {
+        match self {
+            Self::Folder(d) => d.classes(),
+            Self::FashionMnist(d) => d.classes(),
+        }
+    }
+
+    fn native_channels(&self) -> u8 {
+        match self {
+            Self::Folder(d) => d.native_channels(),
+            Self::FashionMnist(d) => d.native_channels(),
+        }
+    }
+}

@@ -1,38 +1,28 @@
-//! Learners for SupMAE: pre-training, fine-tuning, linear probing and evaluation.
+//! Learners for SupMAE and MAE.
 //!
-//! This crate is at its start: it holds the learning-rate rules of the official recipes
-//! (spec §2.1), which every learner shares. The learners land with the training issues.
+//! [`Pretrainer`] runs the official pre-training recipe (spec §2.1): AdamW (0.9, 0.95) with
+//! weight decay 0.05 on all but 1-D parameters and biases, `lr = blr · batch / 256`,
+//! per-iteration linear warmup then half-cycle cosine, gradient accumulation, mask ratio
+//! 0.75, norm-pix loss and `λ · CE(logits / T)`. A run folder holds `config.json`, a
+//! `log.jsonl` with the official log's keys, and a `checkpoint.ckpt` replaced atomically,
+//! from which [`Pretrainer::resume`] continues to the same parameters an uninterrupted run
+//! reaches.
 
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
-/// `lr = blr · effective_batch / 256`, the official scaling rule.
-pub fn scaled_lr(blr: f64, effective_batch: usize) -> f64 {
-    blr * effective_batch as f64 / 256.0
-}
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod pretrain;
+pub mod progress;
+pub mod schedule;
 
-/// The official per-iteration schedule: linear warmup from 0, then a half-cycle cosine to
-/// `min_lr`. `epoch` is fractional (`epoch + iteration / iterations_per_epoch`).
-pub fn warmup_cosine_lr(lr: f64, min_lr: f64, epoch: f64, warmup_epochs: f64, epochs: f64) -> f64 {
-    if epoch < warmup_epochs {
-        lr * epoch / warmup_epochs
-    } else {
-        let progress = (epoch - warmup_epochs) / (epochs - warmup_epochs);
-        min_lr + (lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recipe_values() {
-        // SupMAE's released run: blr 1.5e-4 at effective batch 4096 gives lr 2.4e-3.
-        assert!((scaled_lr(1.5e-4, 4096) - 2.4e-3).abs() < 1e-15);
-        assert_eq!(warmup_cosine_lr(1.0, 0.0, 0.0, 20.0, 400.0), 0.0);
-        assert!((warmup_cosine_lr(1.0, 0.0, 10.0, 20.0, 400.0) - 0.5).abs() < 1e-15);
-        assert!((warmup_cosine_lr(1.0, 0.0, 20.0, 20.0, 400.0) - 1.0).abs() < 1e-15);
-        assert!((warmup_cosine_lr(1.0, 0.0, 210.0, 20.0, 400.0) - 0.5).abs() < 1e-12);
-        assert!(warmup_cosine_lr(1.0, 1e-6, 400.0, 20.0, 400.0) - 1e-6 < 1e-15);
-    }
-}
+pub use config::{DataSpec, PretrainConfig};
+pub use error::{Result, TrainError};
+pub use pretrain::{EpochLog, Pretrainer, load_data, transforms};
+pub use progress::ProgressMode;
+pub use schedule::{LrSchedule, ParamGroups, scaled_lr, warmup_cosine_lr};

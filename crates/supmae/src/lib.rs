@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cli;
 
 pub use burn;
 pub use supmae_data as data;

@@ -1,0 +1,212 @@
+//! The pre-training recipe: one serialisable struct, saved as `config.json` with every run.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use supmae_model::{ClsHeadConfig, MaeConfig};
+
+use crate::error::{Result, TrainError};
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSpec {
+    /// The Fashion-MNIST subset compiled into `supmae-data` (10,000 train / 2,000 val).
+    EmbeddedFashionMnist,
+    /// Full Fashion-MNIST from a folder of IDX files (default: Debian's package path).
+    FashionMnist {
+        /// The folder; `None` = `/usr/share/datasets/fashion-mnist`.
+        path: Option<PathBuf>,
+    },
+    /// An ImageNet-style root (`train/` + `val/`) or a plain folder of class sub-folders
+    /// (trained on, without validation).
+    Folder {
+        /// The root.
+        path: PathBuf,
+    },
+}
+
+impl DataSpec {
+    /// Parses the command line's `--data`: `fashion-mnist[:path]`, `embedded`, or a folder.
+    pub fn parse(value: Option<&str>) -> Self {
+        match value {
+            None | Some("embedded") | Some("embedded-fashion-mnist") => Self::EmbeddedFashionMnist,
+            Some("fashion-mnist") => Self::FashionMnist { path: None },
+            Some(v) => match v.strip_prefix("fashion-mnist:") {
+                Some(path) => Self::FashionMnist {
+                    path: Some(PathBuf::from(path)),
+                },
+                None => Self::Folder {
+                    path: PathBuf::from(v),
+                },
+            },
+        }
+    }
+
+    /// Whether the images are 28x28 greyscale Fashion-MNIST.
+    pub fn is_fashion_mnist(&self) -> bool {
+        !matches!(self, Self::Folder { .. })
+    }
+}
+
+/// Pre-training with the official recipe's knobs (spec §2.1), plus what a run needs to be
+/// resumed exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainConfig {
+    /// The model (MAE when `cls_head` is `None`).
+    pub model: MaeConfig,
+    /// The data.
+    pub data: DataSpec,
+    /// Epochs of the whole run (the schedule's length).
+    pub epochs: usize,
+    /// Linear warmup epochs.
+    pub warmup_epochs: f64,
+    /// Images per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (the official README warns that BatchNorm in the
+    /// classification branch makes accumulation differ from a larger batch).
+    pub accum_iter: usize,
+    /// Base learning rate; `lr = blr · batch_size · accum_iter / 256` unless `lr` is set.
+    pub blr: f64,
+    /// Absolute learning rate, overriding the `blr` rule.
+    pub lr: Option<f64>,
+    /// Final learning rate of the cosine.
+    pub min_lr: f64,
+    /// AdamW weight decay of the decayed group.
+    pub weight_decay: f64,
+    /// AdamW `beta1`, `beta2`.
+    pub betas: (f64, f64),
+    /// AdamW epsilon.
+    pub eps: f64,
+    /// Share of patches removed.
+    pub mask_ratio: f64,
+    /// Seed of the weights, the data order, the augmentations and the masks.
+    pub seed: u64,
+    /// Write a checkpoint every this many epochs (and always after the last).
+    pub checkpoint_every: usize,
+    /// Data-loading threads (0 = all cores).
+    pub data_threads: usize,
+    /// Evaluate the classification branch on the validation split after every epoch.
+    pub eval: bool,
+}
+
+impl PretrainConfig {
+    /// The official SupMAE recipe (ViT-B/16 d1b, 400 epochs, warmup 20, blr 1.5e-4, AdamW
+    /// (0.9, 0.95), weight decay 0.05, mask 0.75) on `data`, per-GPU batch 256.
+    pub fn supmae_recipe(data: DataSpec) -> Self {
+        Self {
+            model: MaeConfig::supmae_vit_base_patch16_dec512d1b(),
+            data,
+            epochs: 400,
+            warmup_epochs: 20.0,
+            batch_size: 256,
+            accum_iter: 1,
+            blr: 1.5e-4,
+            lr: None,
+            min_lr: 0.0,
+            weight_decay: 0.05,
+            betas: (0.9, 0.95),
+            eps: 1e-8,
+            mask_ratio: 0.75,
+            seed: 0,
+            checkpoint_every: 50,
+            data_threads: 0,
+            eval: true,
+        }
+    }
+
+    /// The small SupMAE that learns Fashion-MNIST on a CPU in minutes: 28 px greyscale,
+    /// 4 px patches, a 96-wide, 4-block encoder (3 heads), a 128-wide, 2-block decoder,
+    /// 10 classes.
+    pub fn fashion_mnist_cpu() -> Self {
+        let model = MaeConfig::new()
+            .with_img_size(28)
+            .with_patch_size(4)
+            .with_in_chans(1)
+            .with_embed_dim(96)
+            .with_depth(4)
+            .with_num_heads(3)
+            .with_decoder_embed_dim(128)
+            .with_decoder_depth(2)
+            .with_decoder_num_heads(4)
+            .with_cls_head(Some(
+                ClsHeadConfig::new().with_num_classes(10).with_hidden(256),
+            ));
+        Self {
+            model,
+            data: DataSpec::EmbeddedFashionMnist,
+            epochs: 20,
+            warmup_epochs: 2.0,
+            batch_size: 128,
+            blr: 1e-3,
+            checkpoint_every: 5,
+            ..Self::supmae_recipe(DataSpec::EmbeddedFashionMnist)
+        }
+    }
+
+    /// Images per optimizer step.
+    pub fn effective_batch(&self) -> usize {
+        self.batch_size * self.accum_iter
+    }
+
+    /// The peak learning rate.
+    pub fn peak_lr(&self) -> f64 {
+        self.lr
+            .unwrap_or_else(|| crate::schedule::scaled_lr(self.blr, self.effective_batch()))
+    }
+
+    /// Checks the recipe (the model config included).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(TrainError::InvalidConfig { field, reason });
+        self.model.validate()?;
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.accum_iter == 0 {
+            return bad(
+                "batch_size",
+                "batch size and accum_iter must be at least 1".into(),
+            );
+        }
+        if self.model.cls_head.is_some() && self.batch_size < 2 {
+            return bad(
+                "batch_size",
+                "SupMAE's BatchNorm needs at least 2 images per batch".into(),
+            );
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
+            return bad(
+                "warmup_epochs",
+                format!("({}) must be in [0, epochs]", self.warmup_epochs),
+            );
+        }
+        let lr = self.peak_lr();
+        if !(lr.is_finite() && lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= lr) {
+            return bad(
+                "lr",
+                format!(
+                    "peak {lr} and min {} must satisfy 0 <= min <= peak",
+                    self.min_lr
+                ),
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.eps > 0.0) {
+            return bad("weight_decay", "weight decay >= 0 and eps > 0".into());
+        }
+        let (b1, b2) = self.betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad("betas", format!("{:?} must be in [0, 1)", self.betas));
+        }
+        supmae_model::masking::check_mask_ratio(self.model.num_patches(), self.mask_ratio)?;
+        if self.checkpoint_every == 0 {
+            return bad("checkpoint_every", "must be at least 1".into());
+        }
+        if self.data.is_fashion_mnist() && (self.model.in_chans != 1 && self.model.in_chans != 3) {
+            return bad(
+                "model.in_chans",
+                "Fashion-MNIST needs 1 or 3 input channels".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Typed errors of the training crate.
+
+use std::path::PathBuf;
+
+use supmae_data::DataError;
+use supmae_model::ModelError;
+
+/// What can stop a training run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A recipe setting is invalid.
+    #[error("invalid training config: `{field}` {reason}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The data could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The model rejected its config or input.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The loss became NaN or infinite; training stopped and the last good checkpoint is kept.
+    #[error(
+        "loss is {value} at epoch {epoch}, iteration {iteration}; training stopped \
+         (the last good checkpoint, if any, is untouched: {checkpoint})"
+    )]
+    NonFiniteLoss {
+        /// The epoch.
+        epoch: usize,
+        /// The iteration within the epoch.
+        iteration: usize,
+        /// The offending value.
+        value: f64,
+        /// The checkpoint that is kept.
+        checkpoint: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A checkpoint file is not a complete supmae training checkpoint.
+    #[error("checkpoint {path} is unusable: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}

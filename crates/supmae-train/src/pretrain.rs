@@ -1,0 +1,670 @@
+//! The pre-training learner (`main_pretrain_supmae.py` + `engine_pretrain.py`).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use supmae_data::fashion_mnist::{self, Split};
+use supmae_data::{
+    AnySource, DataLoader, FashionMnist, FolderDataset, Geometry, ImageNet, ImageSource,
+    LoaderConfig, SampleRng, ScanOptions, Transform,
+};
+use supmae_model::{SupMae, SupMaeInput};
+
+use crate::checkpoint::{CheckpointParts, write_atomic};
+use crate::config::{DataSpec, PretrainConfig};
+use crate::error::{Result, TrainError, io};
+use crate::progress::{Progress, ProgressMode};
+use crate::schedule::{LrSchedule, ParamGroups};
+
+/// File names inside a run folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.ckpt";
+/// The per-epoch JSON-lines log.
+pub const LOG_FILE: &str = "log.jsonl";
+/// The recipe, saved at start.
+pub const CONFIG_FILE: &str = "config.json";
+
+type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
+type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// One line of `log.jsonl`: the official log's keys plus throughput and validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// Epoch index (from 0).
+    pub epoch: usize,
+    /// Mean learning rate over the epoch's iterations.
+    pub lr: f64,
+    /// Mean total loss.
+    pub loss: f64,
+    /// Mean reconstruction loss.
+    pub rec_loss: f64,
+    /// Mean classification loss, `λ` included (0 for MAE).
+    pub cls_loss: f64,
+    /// Training images per second.
+    pub images_per_sec: f64,
+    /// Wall-clock seconds of the epoch (training only).
+    pub seconds: f64,
+    /// Images processed so far in the run.
+    pub images_seen: u64,
+    /// Top-1 accuracy (%) of the classification branch on validation with every patch
+    /// visible.
+    pub val_acc1_full: Option<f64>,
+    /// Top-1 accuracy (%) with the training mask ratio.
+    pub val_acc1_masked: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    config: PretrainConfig,
+    epochs_done: usize,
+    history: Vec<EpochLog>,
+}
+
+/// Builds the train and validation sources of a [`DataSpec`].
+pub fn load_data(spec: &DataSpec) -> Result<(AnySource, Option<AnySource>)> {
+    Ok(match spec {
+        DataSpec::EmbeddedFashionMnist => (
+            AnySource::FashionMnist(FashionMnist::embedded(Split::Train)?),
+            Some(AnySource::FashionMnist(FashionMnist::embedded(
+                Split::Test,
+            )?)),
+        ),
+        DataSpec::FashionMnist { path } => {
+            let dir = path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(fashion_mnist::DEBIAN_PATH));
+            (
+                AnySource::FashionMnist(FashionMnist::from_dir(&dir, Split::Train)?),
+                Some(AnySource::FashionMnist(FashionMnist::from_dir(
+                    &dir,
+                    Split::Test,
+                )?)),
+            )
+        }
+        DataSpec::Folder { path } => {
+            let opts = ScanOptions::default();
+            if path.join("train").is_dir() {
+                let (train, _) = ImageNet::train(path, &opts)?;
+                let val = if path.join("val").is_dir() {
+                    Some(AnySource::Folder(ImageNet::val(path, &opts)?.0))
+                } else {
+                    None
+                };
+                (AnySource::Folder(train), val)
+            } else {
+                (AnySource::Folder(FolderDataset::scan(path, &opts)?.0), None)
+            }
+        }
+    })
+}
+
+/// The train and eval transforms for a recipe.
+pub fn transforms(config: &PretrainConfig) -> (Transform, Transform) {
+    let size = config.model.img_size as u32;
+    let chans = config.model.in_chans as u8;
+    if config.data.is_fashion_mnist() {
+        let (mean, std) = (fashion_mnist::MEAN, fashion_mnist::STD);
+        let (mean, std) = (vec![mean; chans.into()], vec![std; chans.into()]);
+        let train = Transform {
+            geometry: Geometry::Resize,
+            hflip: 0.5,
+            ..Transform::pretrain(size)
+        }
+        .with_normalization(chans, mean.clone(), std.clone());
+        let eval = Transform {
+            geometry: Geometry::Resize,
+            hflip: 0.0,
+            ..Transform::pretrain(size)
+        }
+        .with_normalization(chans, mean, std);
+        (train, eval)
+    } else {
+        let (mut train, mut eval) = (Transform::pretrain(size), Transform::eval(size));
+        if chans == 1 {
+            train = train.with_normalization(1, vec![0.449], vec![0.226]);
+            eval = eval.with_normalization(1, vec![0.449], vec![0.226]);
+        }
+        (train, eval)
+    }
+}
+
+/// Masking noise for one step, drawn from the run's seed (not from the backend's global
+/// RNG), so a resumed run draws the same masks.
+fn mask_noise(seed: u64, epoch: usize, step: usize, n: usize, l: usize) -> Vec<f32> {
+    let mut rng = SampleRng::for_sample(seed ^ 0x6d61_736b, epoch as u64, step as u64);
+    (0..n * l)
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+        .collect()
+}
+
+/// Pre-trains a SupMAE / MAE with the official recipe, writing `config.json`, `log.jsonl`
+/// and an atomically replaced `checkpoint.ckpt` into its run folder.
+pub struct Pretrainer<B: AutodiffBackend> {
+    config: PretrainConfig,
+    model: Option<SupMae<B>>,
+    opt_decay: Opt<B>,
+    opt_no_decay: Opt<B>,
+    decay_ids: Vec<ParamId>,
+    no_decay_ids: HashSet<ParamId>,
+    train: DataLoader<AnySource>,
+    val: Option<DataLoader<AnySource>>,
+    out_dir: PathBuf,
+    device: B::Device,
+    epochs_done: usize,
+    history: Vec<EpochLog>,
+    step_lrs: Vec<f64>,
+    progress: ProgressMode,
+}
+
+impl<B: AutodiffBackend> Pretrainer<B> {
+    /// Starts a new run in `out_dir` (created if needed) with the data of `config.data`.
+    pub fn new(
+        config: PretrainConfig,
+        out_dir: impl AsRef<Path>,
+        device: B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let (train, val) = load_data(&config.data)?;
+        Self::with_sources(config, train, val, out_dir, device)
+    }
+
+    /// Starts a new run on explicit datasets.
+    pub fn with_sources(
+        config: PretrainConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: impl AsRef<Path>,
+        device: B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        B::seed(&device, config.seed);
+        let model = config.model.init::<B>(&device)?;
+        let trainer = Self::assemble(config, model, train, val, out_dir.as_ref(), device)?;
+        std::fs::create_dir_all(&trainer.out_dir).map_err(io(&trainer.out_dir))?;
+        let json =
+            serde_json::to_vec_pretty(&trainer.config).map_err(|e| TrainError::InvalidConfig {
+                field: "config",
+                reason: e.to_string(),
+            })?;
+        write_atomic(&trainer.out_dir.join(CONFIG_FILE), &json)?;
+        write_atomic(&trainer.out_dir.join(LOG_FILE), b"")?;
+        Ok(trainer)
+    }
+
+    fn assemble(
+        config: PretrainConfig,
+        model: SupMae<B>,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: &Path,
+        device: B::Device,
+    ) -> Result<Self> {
+        let classes = config.model.cls_head.as_ref().map(|h| h.num_classes);
+        if let Some(classes) = classes
+            && train.classes().len() > classes
+        {
+            return Err(TrainError::InvalidConfig {
+                field: "model.cls_head.num_classes",
+                reason: format!(
+                    "({classes}) is smaller than the dataset's {} classes",
+                    train.classes().len()
+                ),
+            });
+        }
+        if train.len() < config.batch_size {
+            return Err(TrainError::InvalidConfig {
+                field: "batch_size",
+                reason: format!(
+                    "({}) is larger than the training set ({} images); the last incomplete \
+                     batch is dropped, as in the official loader",
+                    config.batch_size,
+                    train.len()
+                ),
+            });
+        }
+        let (train_t, eval_t) = transforms(&config);
+        let loader_cfg = LoaderConfig {
+            drop_last: true,
+            seed: config.seed,
+            threads: config.data_threads,
+            ..LoaderConfig::new(config.batch_size)
+        };
+        let train = DataLoader::new(Arc::new(train), train_t, loader_cfg.clone())?;
+        let val = match val {
+            Some(v) if config.eval && config.model.cls_head.is_some() => {
+                let cfg = LoaderConfig {
+                    shuffle: false,
+                    drop_last: false,
+                    ..loader_cfg
+                };
+                Some(DataLoader::new(Arc::new(v), eval_t, cfg)?)
+            }
+            _ => None,
+        };
+        let groups = ParamGroups::of(&model);
+        let adamw = |wd: f64| {
+            AdamWConfig::new()
+                .with_beta_1(config.betas.0 as f32)
+                .with_beta_2(config.betas.1 as f32)
+                .with_epsilon(config.eps as f32)
+                .with_weight_decay(wd as f32)
+                .init::<B, SupMae<B>>()
+        };
+        Ok(Self {
+            opt_decay: adamw(config.weight_decay),
+            opt_no_decay: adamw(0.0),
+            decay_ids: groups.decay.iter().map(|(_, id)| *id).collect(),
+            no_decay_ids: groups.no_decay.iter().map(|(_, id)| *id).collect(),
+            model: Some(model),
+            config,
+            train,
+            val,
+            out_dir: out_dir.to_path_buf(),
+            device,
+            epochs_done: 0,
+            history: Vec::new(),
+            step_lrs: Vec::new(),
+            progress: ProgressMode::Quiet,
+        })
+    }
+
+    /// Continues the run saved in `out_dir` from its last checkpoint, with the same data.
+    pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let parts = CheckpointParts::read(&out_dir.join(CHECKPOINT_FILE))?;
+        let meta: Meta =
+            serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
+                path: out_dir.join(CHECKPOINT_FILE),
+                reason: format!("bad metadata: {e}"),
+            })?;
+        let (train, val) = load_data(&meta.config.data)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device)
+    }
+
+    /// [`resume`](Self::resume) on explicit datasets.
+    pub fn resume_on(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let parts = CheckpointParts::read(&out_dir.join(CHECKPOINT_FILE))?;
+        let meta: Meta =
+            serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
+                path: out_dir.join(CHECKPOINT_FILE),
+                reason: format!("bad metadata: {e}"),
+            })?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device)
+    }
+
+    fn resume_with_sources(
+        out_dir: &Path,
+        parts: CheckpointParts,
+        meta: Meta,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let path = out_dir.join(CHECKPOINT_FILE);
+        let bad = |what: &str, e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("{what}: {e}"),
+        };
+        meta.config.validate()?;
+        let model = meta.config.model.init::<B>(&device)?;
+        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
+            .map_err(|e| bad("model record", e.to_string()))?;
+        let model = model.load_record(record);
+        let mut trainer = Self::assemble(meta.config, model, train, val, out_dir, device)?;
+        let dec = Recorder::<B>::load(&Rec::new(), parts.optim_decay, &trainer.device)
+            .map_err(|e| bad("optimizer record", e.to_string()))?;
+        let nodec = Recorder::<B>::load(&Rec::new(), parts.optim_no_decay, &trainer.device)
+            .map_err(|e| bad("optimizer record", e.to_string()))?;
+        trainer.opt_decay = trainer.opt_decay.load_record(dec);
+        trainer.opt_no_decay = trainer.opt_no_decay.load_record(nodec);
+        trainer.epochs_done = meta.epochs_done;
+        trainer.history = meta.history;
+        // Epochs logged after the checkpoint are redone: rewrite the log to match.
+        trainer.rewrite_log()?;
+        Ok(trainer)
+    }
+
+    /// Shows progress on stderr (`Bar`/`Lines`) or not (`Quiet`, the default).
+    pub fn with_progress(mut self, mode: ProgressMode) -> Self {
+        self.progress = mode;
+        self
+    }
+
+    /// The recipe.
+    pub fn config(&self) -> &PretrainConfig {
+        &self.config
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &SupMae<B> {
+        self.model
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the model is only taken during a step"))
+    }
+
+    /// Replaces the model (keeps optimizer state keyed by parameter id).
+    pub fn set_model(&mut self, model: SupMae<B>) {
+        self.model = Some(model);
+    }
+
+    /// Epochs finished so far.
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// The per-epoch logs so far.
+    pub fn history(&self) -> &[EpochLog] {
+        &self.history
+    }
+
+    /// The learning rate of every optimizer step taken by this process.
+    pub fn step_lrs(&self) -> &[f64] {
+        &self.step_lrs
+    }
+
+    /// The run folder.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Optimizer steps per epoch.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            lr: self.config.peak_lr(),
+            min_lr: self.config.min_lr,
+            warmup_epochs: self.config.warmup_epochs,
+            epochs: self.config.epochs as f64,
+            iters_per_epoch: self.train.num_batches(),
+            accum_iter: self.config.accum_iter,
+        }
+    }
+
+    /// Trains to the end of the run.
+    pub fn run(&mut self) -> Result<()> {
+        self.train_until(self.config.epochs)
+    }
+
+    /// Trains until `epoch_end` epochs are done (at most the run's length), checkpointing
+    /// every `checkpoint_every` epochs and after the run's last epoch.
+    pub fn train_until(&mut self, epoch_end: usize) -> Result<()> {
+        let end = epoch_end.min(self.config.epochs);
+        while self.epochs_done < end {
+            let epoch = self.epochs_done;
+            let mut log = self.train_epoch(epoch)?;
+            if let Some((full, masked)) = self.evaluate()? {
+                log.val_acc1_full = Some(full);
+                log.val_acc1_masked = Some(masked);
+            }
+            self.epochs_done += 1;
+            self.append_log(&log)?;
+            self.history.push(log);
+            if self
+                .epochs_done
+                .is_multiple_of(self.config.checkpoint_every)
+                || self.epochs_done == self.config.epochs
+            {
+                self.save_checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochLog> {
+        let schedule = self.schedule();
+        let iters = self.train.num_batches();
+        let accum = self.config.accum_iter;
+        let l = self.config.model.num_patches();
+        let supmae = self.config.model.cls_head.is_some();
+        let mut progress = Progress::new(self.progress, epoch, self.config.epochs, iters);
+        let start = Instant::now();
+        let (mut sum_loss, mut sum_rec, mut sum_cls, mut sum_lr) = (0.0, 0.0, 0.0, 0.0);
+        let mut images = 0usize;
+        let mut done = 0usize;
+        let mut accumulator = GradientsAccumulator::<SupMae<B>>::new();
+        for (it, batch) in self.train.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let lr = schedule.lr_at(epoch, it);
+            let n = batch.len();
+            let (x, y) = batch.to_tensors::<B>(&self.device);
+            let noise = Tensor::<B, 2>::from_data(
+                TensorData::new(mask_noise(self.config.seed, epoch, it, n, l), [n, l]),
+                &self.device,
+            );
+            let model = self
+                .model
+                .take()
+                .unwrap_or_else(|| unreachable!("model present"));
+            let mut input = SupMaeInput::new(x)
+                .with_mask_ratio(self.config.mask_ratio)
+                .with_noise(noise)
+                .with_training(true);
+            if supmae {
+                input = input.with_labels(y);
+            }
+            let out = match model.forward(input) {
+                Ok(out) => out,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e.into());
+                }
+            };
+            let cls = out
+                .cls_loss
+                .clone()
+                .unwrap_or_else(|| Tensor::zeros([1], &self.device));
+            let values: Vec<f64> =
+                Tensor::cat(vec![out.loss.clone(), out.rec_loss.clone(), cls], 0)
+                    .into_data()
+                    .convert::<f64>()
+                    .to_vec::<f64>()
+                    .unwrap_or_default();
+            let (loss, rec, cls) = (values[0], values[1], values[2]);
+            if !loss.is_finite() {
+                self.model = Some(model);
+                let ckpt = self.out_dir.join(CHECKPOINT_FILE);
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    iteration: it,
+                    value: loss,
+                    checkpoint: if ckpt.exists() {
+                        ckpt.display().to_string()
+                    } else {
+                        "none written yet".into()
+                    },
+                });
+            }
+            let scaled = if accum > 1 {
+                out.loss.div_scalar(accum as f64)
+            } else {
+                out.loss
+            };
+            let grads = GradientsParams::from_grads(scaled.backward(), &model);
+            let model = if accum > 1 {
+                accumulator.accumulate(&model, grads);
+                if (it + 1) % accum == 0 {
+                    let grads = accumulator.grads();
+                    self.step(model, grads, lr)
+                } else {
+                    model
+                }
+            } else {
+                self.step(model, grads, lr)
+            };
+            self.model = Some(model);
+            sum_loss += loss;
+            sum_rec += rec;
+            sum_cls += cls;
+            sum_lr += lr;
+            images += n;
+            done += 1;
+            progress.update(done, images, sum_loss / done as f64);
+        }
+        progress.finish();
+        // Like the official loop, gradients of an incomplete final accumulation window are
+        // dropped (the optimizer's gradients are zeroed at the next epoch's start).
+        let seconds = start.elapsed().as_secs_f64();
+        let d = done.max(1) as f64;
+        let seen = self.history.last().map_or(0, |h| h.images_seen) + images as u64;
+        Ok(EpochLog {
+            epoch,
+            lr: sum_lr / d,
+            loss: sum_loss / d,
+            rec_loss: sum_rec / d,
+            cls_loss: sum_cls / d,
+            images_per_sec: images as f64 / seconds.max(1e-9),
+            seconds,
+            images_seen: seen,
+            val_acc1_full: None,
+            val_acc1_masked: None,
+        })
+    }
+
+    /// One AdamW step of both parameter groups with learning rate `lr`.
+    fn step(&mut self, model: SupMae<B>, mut grads: GradientsParams, lr: f64) -> SupMae<B> {
+        let mut no_decay = GradientsParams::new();
+        model.visit(&mut MoveGrads::<B> {
+            from: &mut grads,
+            to: &mut no_decay,
+            ids: &self.no_decay_ids,
+            _b: std::marker::PhantomData,
+        });
+        // What is left in `grads` is the decayed group (frozen tables have no gradient).
+        debug_assert!(
+            self.decay_ids
+                .iter()
+                .all(|id| !self.no_decay_ids.contains(id))
+        );
+        let model = self.opt_decay.step(lr, model, grads);
+        let model = self.opt_no_decay.step(lr, model, no_decay);
+        self.step_lrs.push(lr);
+        model
+    }
+
+    /// Top-1 accuracy (%) of the classification branch on the validation split, with every
+    /// patch visible and with the training mask ratio; `None` without a branch or a split.
+    pub fn evaluate(&self) -> Result<Option<(f64, f64)>> {
+        let Some(val) = &self.val else {
+            return Ok(None);
+        };
+        let model = self.model().valid();
+        let device = self.device.clone();
+        let l = self.config.model.num_patches();
+        let (mut full, mut masked, mut total) = (0usize, 0usize, 0usize);
+        for (i, batch) in val.epoch(0).enumerate() {
+            let batch = batch?;
+            let n = batch.len();
+            if n < 1 {
+                continue;
+            }
+            let (x, y) = batch.to_tensors::<B::InnerBackend>(&device);
+            let y = y.reshape([n, 1]);
+            let correct =
+                |ratio: f64, noise: Option<Tensor<B::InnerBackend, 2>>| -> Result<usize> {
+                    let enc = model.forward_encoder(x.clone(), ratio, noise)?;
+                    let Some(logits) = model.forward_classification(enc.latent, false)? else {
+                        return Ok(0);
+                    };
+                    let hits: i64 = logits
+                        .argmax(1)
+                        .equal(y.clone())
+                        .int()
+                        .sum()
+                        .into_scalar()
+                        .elem();
+                    Ok(hits as usize)
+                };
+            full += correct(0.0, None)?;
+            let noise = Tensor::from_data(
+                TensorData::new(mask_noise(self.config.seed ^ 0xe7a1, 0, i, n, l), [n, l]),
+                &device,
+            );
+            masked += correct(self.config.mask_ratio, Some(noise))?;
+            total += n;
+        }
+        if total == 0 {
+            return Ok(None);
+        }
+        let pct = |c: usize| 100.0 * c as f64 / total as f64;
+        Ok(Some((pct(full), pct(masked))))
+    }
+
+    /// Writes `checkpoint.ckpt` atomically and returns its path.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let path = self.out_dir.join(CHECKPOINT_FILE);
+        let bad = |e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: e,
+        };
+        let meta = Meta {
+            format: 1,
+            config: self.config.clone(),
+            epochs_done: self.epochs_done,
+            history: self.history.clone(),
+        };
+        let parts = CheckpointParts {
+            meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
+            model: Recorder::<B>::record(&Rec::new(), self.model().clone().into_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+            optim_decay: Recorder::<B>::record(&Rec::new(), self.opt_decay.to_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+            optim_no_decay: Recorder::<B>::record(&Rec::new(), self.opt_no_decay.to_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+        };
+        write_atomic(&path, &parts.encode())?;
+        Ok(path)
+    }
+
+    fn append_log(&self, log: &EpochLog) -> Result<()> {
+        use std::io::Write;
+        let path = self.out_dir.join(LOG_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let line = serde_json::to_string(log).unwrap_or_default();
+        writeln!(file, "{line}").map_err(io(&path))
+    }
+
+    fn rewrite_log(&self) -> Result<()> {
+        let mut text = String::new();
+        for log in &self.history {
+            text.push_str(&serde_json::to_string(log).unwrap_or_default());
+            text.push('\n');
+        }
+        write_atomic(&self.out_dir.join(LOG_FILE), text.as_bytes())
+    }
+}
+
+/// Moves the gradients of `ids` from one set to another.
+struct MoveGrads<'a, B: AutodiffBackend> {
+    from: &'a mut GradientsParams,
+    to: &'a mut GradientsParams,
+    ids: &'a HashSet<ParamId>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for MoveGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.ids.contains(&param.id)
+            && let Some(g) = self.from.remove::<B::InnerBackend, D>(param.id)
+        {
+            self.to.register::<B::InnerBackend, D>(param.id, g);
+        }
+    }
+}
