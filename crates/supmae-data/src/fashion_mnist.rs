@@ -218,6 +218,28 @@ impl FashionMnist {
     pub fn labels(&self) -> &[u8] {
         &self.labels
     }
+
+    /// Writes the first `n` samples (all when `None`) as uncompressed IDX files
+    /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte` into `dir`, e.g. to make a small
+    /// dataset for a quick run or a test.
+    pub fn write_idx(&self, dir: impl AsRef<Path>, split: Split, n: Option<usize>) -> Result<()> {
+        let dir = dir.as_ref();
+        let n = n.unwrap_or(self.labels.len()).min(self.labels.len());
+        let mut images = vec![0, 0, 8, 3];
+        for v in [n as u32, 28, 28] {
+            images.extend_from_slice(&v.to_be_bytes());
+        }
+        images.extend_from_slice(&self.images[..n * 784]);
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend_from_slice(&(n as u32).to_be_bytes());
+        labels.extend_from_slice(&self.labels[..n]);
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let p = split.prefix();
+        let image_path = dir.join(format!("{p}-images-idx3-ubyte"));
+        std::fs::write(&image_path, images).map_err(io(&image_path))?;
+        let label_path = dir.join(format!("{p}-labels-idx1-ubyte"));
+        std::fs::write(&label_path, labels).map_err(io(&label_path))
+    }
 }
 
 impl ImageSource for FashionMnist {

@@ -116,18 +116,21 @@ impl PretrainConfig {
     }
 
     /// The small SupMAE that learns Fashion-MNIST on a CPU in minutes: 28 px greyscale,
-    /// 4 px patches, a 96-wide, 4-block encoder (3 heads), a 128-wide, 2-block decoder,
-    /// 10 classes.
+    /// 7 px patches (16 per image, 4 visible at mask ratio 0.75), a 96-wide, 4-block encoder
+    /// (3 heads), a 128-wide, 1-block decoder (4 heads), a 256-wide classification branch,
+    /// 20 epochs at `blr` 2e-3 (lr 1e-3 at batch 128) with 2 warmup epochs. On the embedded
+    /// subset it reaches about 77% validation top-1 in about 9 minutes on 2 CPU cores
+    /// (README).
     pub fn fashion_mnist_cpu() -> Self {
         let model = MaeConfig::new()
             .with_img_size(28)
-            .with_patch_size(4)
+            .with_patch_size(7)
             .with_in_chans(1)
             .with_embed_dim(96)
             .with_depth(4)
             .with_num_heads(3)
             .with_decoder_embed_dim(128)
-            .with_decoder_depth(2)
+            .with_decoder_depth(1)
             .with_decoder_num_heads(4)
             .with_cls_head(Some(
                 ClsHeadConfig::new().with_num_classes(10).with_hidden(256),
@@ -138,7 +141,7 @@ impl PretrainConfig {
             epochs: 20,
             warmup_epochs: 2.0,
             batch_size: 128,
-            blr: 1e-3,
+            blr: 2e-3,
             checkpoint_every: 5,
             ..Self::supmae_recipe(DataSpec::EmbeddedFashionMnist)
         }

@@ -33,6 +33,8 @@ pub const LOG_FILE: &str = "log.jsonl";
 pub const CONFIG_FILE: &str = "config.json";
 
 type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
+
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// One line of `log.jsonl`: the official log's keys plus throughput and validation.
@@ -186,8 +188,16 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         device: B::Device,
     ) -> Result<Self> {
         config.validate()?;
-        B::seed(&device, config.seed);
-        let model = config.model.init::<B>(&device)?;
+        let model = {
+            // Burn's CPU backend has one process-wide RNG: hold a lock between seeding and
+            // drawing the weights so that trainers built concurrently (threads, tests) each
+            // get exactly the weights of their seed.
+            let _guard = SEEDED_INIT
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            B::seed(&device, config.seed);
+            config.model.init::<B>(&device)?
+        };
         let trainer = Self::assemble(config, model, train, val, out_dir.as_ref(), device)?;
         std::fs::create_dir_all(&trainer.out_dir).map_err(io(&trainer.out_dir))?;
         let json =

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 pub enum ProgressMode {
     /// A single updating line (stderr is a terminal).
     Bar,
-    /// A plain line every ~10% of an epoch.
+    /// A plain line at most every 30 seconds (logs, pipes).
     Lines,
     /// Nothing (library use, tests).
     Quiet,
@@ -32,7 +32,6 @@ pub(crate) struct Progress {
     total: usize,
     start: Instant,
     last_draw: Instant,
-    next_line: usize,
 }
 
 fn fmt_duration(d: Duration) -> String {
@@ -54,7 +53,6 @@ impl Progress {
             total,
             start: now,
             last_draw: now,
-            next_line: 1,
         }
     }
 
@@ -91,8 +89,8 @@ impl Progress {
                 let _ = std::io::stderr().flush();
             }
             ProgressMode::Lines => {
-                if done * 10 >= self.next_line * self.total && done < self.total {
-                    self.next_line = done * 10 / self.total.max(1) + 1;
+                if done < self.total && self.last_draw.elapsed() >= Duration::from_secs(30) {
+                    self.last_draw = Instant::now();
                     eprintln!(
                         "epoch {}/{} {}/{} {:.0} img/s ETA {} loss {:.4}",
                         self.epoch + 1,

@@ -27,24 +27,10 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The first `n` embedded Fashion-MNIST images written as IDX files into `dir`.
 fn small_fashion(dir: &Path, n: usize, split: Split) -> AnySource {
-    let full = FashionMnist::embedded(split).unwrap();
-    let prefix = if split == Split::Train {
-        "train"
-    } else {
-        "t10k"
-    };
-    let mut images = vec![0, 0, 8, 3];
-    for v in [n as u32, 28, 28] {
-        images.extend_from_slice(&v.to_be_bytes());
-    }
-    let mut labels = vec![0, 0, 8, 1];
-    labels.extend_from_slice(&(n as u32).to_be_bytes());
-    for i in 0..n {
-        images.extend_from_slice(full.pixels(i));
-        labels.push(full.labels()[i]);
-    }
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    FashionMnist::embedded(split)
+        .unwrap()
+        .write_idx(dir, split, Some(n))
+        .unwrap();
     AnySource::FashionMnist(FashionMnist::from_dir(dir, split).unwrap())
 }
 

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use supmae::cli;
 
+// Tensor buffers of a training step are freed and re-allocated every step; mimalloc reuses
+// them where glibc's malloc returns large blocks to the kernel (page faults + zeroing).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wants_help = args.iter().any(|a| a == "--help" || a == "-h");

@@ -1,0 +1,264 @@
+//! The `supmae` program end to end: help, one-line errors, a tiny pre-training run and its
+//! resume, and `data check`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use supmae::data::FashionMnist;
+use supmae::data::fashion_mnist::Split;
+
+fn supmae(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_supmae"))
+        .args(args)
+        .output()
+        .expect("run supmae")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("supmae-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts a failed run printed exactly one `error:` line mentioning `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(needle), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = supmae(&["--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("supmae pretrain"));
+    let out = supmae(&["pretrain", "--help"]);
+    let help = text(&out.stdout);
+    for flag in [
+        "--data",
+        "--model",
+        "--mode",
+        "--epochs",
+        "--batch-size",
+        "--accum-iter",
+        "--blr",
+        "--mask-ratio",
+        "--warmup-epochs",
+        "--backend",
+        "--out",
+        "--resume",
+        "--seed",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(help.contains("supmae_vit_base_patch16_dec512d1b"));
+}
+
+#[test]
+fn user_mistakes_are_one_clear_line() {
+    let out_dir = scratch("mistakes");
+    let out = out_dir.to_str().unwrap();
+    assert_one_line_error(
+        &supmae(&["pretrain", "--model", "vit_gigantic", "--out", out]),
+        "not a known preset",
+    );
+    assert_one_line_error(
+        &supmae(&["pretrain", "--epochs", "many", "--out", out]),
+        "--epochs",
+    );
+    assert_one_line_error(
+        &supmae(&["pretrain", "--frobnicate"]),
+        "unknown option `--frobnicate`",
+    );
+    assert_one_line_error(&supmae(&["pretrain", "--mode", "dino"]), "--mode");
+    assert_one_line_error(
+        &supmae(&["pretrain", "--data", "/nonexistent/imagenet", "--out", out]),
+        "/nonexistent/imagenet",
+    );
+    assert_one_line_error(
+        &supmae(&["pretrain", "--resume", "--out", out]),
+        "no checkpoint",
+    );
+    assert_one_line_error(
+        &supmae(&["pretrain", "--backend", "tpu"]),
+        "unknown backend `tpu`",
+    );
+    if !cfg!(feature = "cuda") {
+        assert_one_line_error(
+            &supmae(&["pretrain", "--backend", "cuda"]),
+            "--features cuda",
+        );
+    }
+    assert_one_line_error(
+        &supmae(&["pretrain", "--mask-ratio", "1.0", "--out", out]),
+        "mask_ratio",
+    );
+}
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.json");
+    std::fs::write(
+        &path,
+        r#"{"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 16, "depth": 1,
+            "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
+            "mlp_ratio": 4.0, "norm_pix_loss": true, "global_pool": true,
+            "cls_head": {"num_classes": 10, "hidden": 16, "temperature": 10.0,
+                         "loss_ratio": 0.01, "bn_eps": 1e-5, "bn_momentum": 0.1}}"#,
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_tiny_pretraining_run_learns_logs_and_resumes() {
+    let dir = scratch("run");
+    FashionMnist::embedded(Split::Train)
+        .unwrap()
+        .write_idx(&dir, Split::Train, Some(64))
+        .unwrap();
+    FashionMnist::embedded(Split::Test)
+        .unwrap()
+        .write_idx(&dir, Split::Test, Some(32))
+        .unwrap();
+    let data = format!("fashion-mnist:{}", dir.display());
+    let model = tiny_model(&dir);
+    let out_dir = dir.join("run");
+    let common = [
+        "pretrain",
+        "--data",
+        &data,
+        "--model",
+        model.to_str().unwrap(),
+        "--batch-size",
+        "16",
+        "--blr",
+        "0.01",
+        "--warmup-epochs",
+        "1",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--epochs", "3"]);
+    let out = supmae(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("reconstruction loss"), "{stdout}");
+    assert!(stdout.contains("validation top-1"), "{stdout}");
+    let log = std::fs::read_to_string(out_dir.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    assert!(out_dir.join("config.json").is_file() && out_dir.join("checkpoint.ckpt").is_file());
+    // Reconstruction improves over the run.
+    let rec: Vec<f64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["rec_loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(rec[2] < rec[0], "{rec:?}");
+
+    // Resuming a finished run trains nothing more and keeps the log.
+    let out = supmae(&["pretrain", "--resume", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("resuming"));
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("log.jsonl")).unwrap(),
+        log
+    );
+}
+
+#[test]
+fn data_check_lists_bad_files() {
+    let root = scratch("check");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::fs::create_dir_all(root.join("b")).unwrap();
+    std::fs::write(root.join("a/ok.png"), png_1x1()).unwrap();
+    std::fs::write(root.join("b/broken.jpg"), b"\xff\xd8\xff\xe0 not really").unwrap();
+    let out = supmae(&["data", "check", root.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad files make the exit status 1"
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("2 classes, 2 images"), "{stdout}");
+    assert!(stdout.contains("broken.jpg"), "{stdout}");
+    let out = supmae(&["data", "check", "/nonexistent"]);
+    assert_one_line_error(&out, "/nonexistent");
+}
+
+fn png_1x1() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::new_rgb8(1, 1)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn pretrain_runs_on_an_imagenet_layout_tree() {
+    let root = scratch("imagenet");
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../supmae-data/tests/data/photos");
+    let copy = |name: &str, to: &str| {
+        let to = root.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(photos.join(name), to).unwrap();
+    };
+    copy("astronaut.jpg", "train/n01440764/a.JPEG");
+    copy("coffee.jpg", "train/n01440764/b.JPEG");
+    copy("chelsea.jpg", "train/n02123045/c.JPEG");
+    copy("cmyk.jpg", "train/n02123045/d.JPEG");
+    copy("rocket.jpg", "val/n01440764/e.JPEG");
+    copy("chelsea.jpg", "val/n02123045/f.JPEG");
+    let model = root.join("model.json");
+    std::fs::write(
+        &model,
+        r#"{"img_size": 32, "patch_size": 8, "in_chans": 3, "embed_dim": 16, "depth": 1,
+            "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
+            "mlp_ratio": 4.0, "norm_pix_loss": true, "global_pool": true,
+            "cls_head": {"num_classes": 1000, "hidden": 16, "temperature": 10.0,
+                         "loss_ratio": 0.01, "bn_eps": 1e-5, "bn_momentum": 0.1}}"#,
+    )
+    .unwrap();
+    let out_dir = root.join("run");
+    let out = supmae(&[
+        "pretrain",
+        "--data",
+        root.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("4 training images (2 classes)"), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("validation top-1"), "{stdout}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["model"]["cls_head"]["num_classes"], 2,
+        "the head follows the dataset"
+    );
+}
