@@ -200,10 +200,41 @@ fn torch_key(path: &[String], containers: &[String]) -> String {
     parts.join(".")
 }
 
-struct Loader<'a> {
-    state: &'a StateDict,
+/// The module path a visitor or mapper is at, with the container type of each level.
+#[derive(Default)]
+struct PathTracker {
     path: Vec<String>,
     containers: Vec<String>,
+}
+
+impl PathTracker {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    /// The PyTorch key of the parameter at the current path.
+    fn key(&self) -> String {
+        torch_key(&self.path, &self.containers)
+    }
+
+    /// Whether the parameter at the current path is a `Linear` weight, whose PyTorch layout
+    /// is the transpose of Burn's.
+    fn is_linear_weight(&self, rank: usize) -> bool {
+        self.containers.last().map(String::as_str) == Some("Struct:Linear")
+            && self.path.last().map(String::as_str) == Some("weight")
+            && rank == 2
+    }
+}
+
+struct Loader<'a> {
+    state: &'a StateDict,
+    at: PathTracker,
     report: LoadReport,
     errors: Vec<CheckpointError>,
 }
@@ -222,24 +253,20 @@ impl Loader<'_> {
 
 impl<B: Backend> ModuleMapper<B> for Loader<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.containers.push(container_type.to_string());
+        self.at.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.containers.pop();
+        self.at.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let key = torch_key(&self.path, &self.containers);
+        let key = self.at.key();
         let Some(file_key) = self.resolve(&key) else {
             self.report.missing.insert(key);
             return param;
         };
-        let transpose = self.containers.last().map(String::as_str) == Some("Struct:Linear")
-            && self.path.last().map(String::as_str) == Some("weight")
-            && D == 2;
+        let transpose = self.at.is_linear_weight(D);
         let mut expected = param.lazy_shape().to_vec();
         if transpose {
             expected.reverse();
@@ -283,8 +310,7 @@ pub fn load_state_dict<B: Backend, M: Module<B>>(
 ) -> Result<(M, LoadReport), CheckpointError> {
     let mut loader = Loader {
         state,
-        path: Vec::new(),
-        containers: Vec::new(),
+        at: PathTracker::default(),
         report: LoadReport::default(),
         errors: Vec::new(),
     };
@@ -325,26 +351,20 @@ pub fn export_state_dict<B: Backend, M: Module<B>>(
     module: &M,
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     struct Exporter {
-        path: Vec<String>,
-        containers: Vec<String>,
+        at: PathTracker,
         out: Vec<(String, Vec<usize>, Vec<f32>)>,
     }
     impl<B: Backend> burn::module::ModuleVisitor<B> for Exporter {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.push(name.to_string());
-            self.containers.push(container_type.to_string());
+            self.at.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-            self.containers.pop();
+            self.at.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let key = torch_key(&self.path, &self.containers);
-            let transpose = self.containers.last().map(String::as_str) == Some("Struct:Linear")
-                && self.path.last().map(String::as_str) == Some("weight")
-                && D == 2;
+            let key = self.at.key();
             let mut tensor = param.val();
-            if transpose {
+            if self.at.is_linear_weight(D) {
                 tensor = tensor.transpose();
             }
             let shape = tensor.dims().to_vec();
@@ -357,8 +377,7 @@ pub fn export_state_dict<B: Backend, M: Module<B>>(
         }
     }
     let mut exporter = Exporter {
-        path: Vec::new(),
-        containers: Vec::new(),
+        at: PathTracker::default(),
         out: Vec::new(),
     };
     module.visit(&mut exporter);
@@ -459,35 +478,28 @@ pub struct ParamKey {
 /// Every parameter (and BatchNorm running statistic) of `module` with its PyTorch key.
 pub fn param_keys<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamKey> {
     struct Keys {
-        path: Vec<String>,
-        containers: Vec<String>,
+        at: PathTracker,
         out: Vec<ParamKey>,
     }
     impl<B: Backend> burn::module::ModuleVisitor<B> for Keys {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.push(name.to_string());
-            self.containers.push(container_type.to_string());
+            self.at.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-            self.containers.pop();
+            self.at.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let transposed = self.containers.last().map(String::as_str) == Some("Struct:Linear")
-                && self.path.last().map(String::as_str) == Some("weight")
-                && D == 2;
             self.out.push(ParamKey {
-                key: torch_key(&self.path, &self.containers),
+                key: self.at.key(),
                 id: param.id,
                 shape: param.lazy_shape().to_vec(),
-                transposed,
+                transposed: self.at.is_linear_weight(D),
                 trainable: param.is_require_grad(),
             });
         }
     }
     let mut keys = Keys {
-        path: Vec::new(),
-        containers: Vec::new(),
+        at: PathTracker::default(),
         out: Vec::new(),
     };
     module.visit(&mut keys);

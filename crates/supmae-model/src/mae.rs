@@ -189,15 +189,7 @@ impl<B: Backend> SupMae<B> {
     /// Checks that `images` fit the configuration.
     pub fn check_images(&self, images: &Tensor<B, 4>) -> Result<()> {
         let c = &self.config;
-        let dims = images.dims();
-        if dims[0] == 0 || dims[1..] != [c.in_chans, c.img_size, c.img_size] {
-            return Err(ModelError::Shape {
-                name: "images",
-                expected: format!("[N >= 1, {}, {}, {}]", c.in_chans, c.img_size, c.img_size),
-                got: dims.to_vec(),
-            });
-        }
-        Ok(())
+        crate::patch::check_images(images.dims(), c.in_chans, c.img_size)
     }
 
     /// Patch tokens before position embeddings.

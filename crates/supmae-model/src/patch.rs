@@ -106,3 +106,15 @@ pub(crate) fn normal_param<B: Backend, const D: usize>(
 ) -> Param<Tensor<B, D>> {
     Initializer::Normal { mean: 0.0, std }.init(shape, device)
 }
+
+/// Checks that images are `[N >= 1, chans, size, size]`.
+pub(crate) fn check_images(dims: [usize; 4], chans: usize, size: usize) -> crate::Result<()> {
+    if dims[0] == 0 || dims[1..] != [chans, size, size] {
+        return Err(crate::ModelError::Shape {
+            name: "images",
+            expected: format!("[N >= 1, {chans}, {size}, {size}]"),
+            got: dims.to_vec(),
+        });
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use crate::block::{Block, LinearInit, layer_norm, linear};
 use crate::config::{VitConfig, mlp_hidden};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::patch::{PatchEmbed, PatchInit, normal_param};
 
 /// A ViT classifier: no masking, learned position embedding, per-block drop path, then
@@ -83,15 +83,7 @@ impl<B: Backend> VitClassifier<B> {
     /// Checks that `images` fit the configuration.
     pub fn check_images(&self, images: &Tensor<B, 4>) -> Result<()> {
         let c = &self.config;
-        let dims = images.dims();
-        if dims[0] == 0 || dims[1..] != [c.in_chans, c.img_size, c.img_size] {
-            return Err(ModelError::Shape {
-                name: "images",
-                expected: format!("[N >= 1, {}, {}, {}]", c.in_chans, c.img_size, c.img_size),
-                got: dims.to_vec(),
-            });
-        }
-        Ok(())
+        crate::patch::check_images(images.dims(), c.in_chans, c.img_size)
     }
 
     /// Every token after the blocks (and after `norm` in cls-token mode).

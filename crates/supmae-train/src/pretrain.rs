@@ -71,6 +71,17 @@ struct Meta {
     history: Vec<EpochLog>,
 }
 
+/// Reads and verifies a run folder's checkpoint and its metadata.
+fn read_checkpoint(out_dir: &Path) -> Result<(CheckpointParts, Meta)> {
+    let path = out_dir.join(CHECKPOINT_FILE);
+    let parts = CheckpointParts::read(&path)?;
+    let meta = serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
+        path,
+        reason: format!("bad metadata: {e}"),
+    })?;
+    Ok((parts, meta))
+}
+
 /// Builds the train and validation sources of a [`DataSpec`].
 pub fn load_data(spec: &DataSpec) -> Result<(AnySource, Option<AnySource>)> {
     Ok(match spec {
@@ -290,12 +301,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     /// Continues the run saved in `out_dir` from its last checkpoint, with the same data.
     pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
         let out_dir = out_dir.as_ref();
-        let parts = CheckpointParts::read(&out_dir.join(CHECKPOINT_FILE))?;
-        let meta: Meta =
-            serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
-                path: out_dir.join(CHECKPOINT_FILE),
-                reason: format!("bad metadata: {e}"),
-            })?;
+        let (parts, meta) = read_checkpoint(out_dir)?;
         let (train, val) = load_data(&meta.config.data)?;
         Self::resume_with_sources(out_dir, parts, meta, train, val, device)
     }
@@ -308,12 +314,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         device: B::Device,
     ) -> Result<Self> {
         let out_dir = out_dir.as_ref();
-        let parts = CheckpointParts::read(&out_dir.join(CHECKPOINT_FILE))?;
-        let meta: Meta =
-            serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
-                path: out_dir.join(CHECKPOINT_FILE),
-                reason: format!("bad metadata: {e}"),
-            })?;
+        let (parts, meta) = read_checkpoint(out_dir)?;
         Self::resume_with_sources(out_dir, parts, meta, train, val, device)
     }
 
