@@ -484,7 +484,9 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                     .convert::<f64>()
                     .to_vec::<f64>()
                     .unwrap_or_default();
-            let (loss, rec, cls) = (values[0], values[1], values[2]);
+            // An unreadable value counts as non-finite below.
+            let value = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
+            let (loss, rec, cls) = (value(0), value(1), value(2));
             if !loss.is_finite() {
                 self.model = Some(model);
                 let ckpt = self.out_dir.join(CHECKPOINT_FILE);
