@@ -17,6 +17,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod finetune;
 pub mod pretrain;
 pub mod progress;
 pub mod schedule;
