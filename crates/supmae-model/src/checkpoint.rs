@@ -124,6 +124,18 @@ impl StateDict {
         Ok((values, shape))
     }
 
+    /// Replaces (or adds) `key` with `f32` values in PyTorch layout.
+    pub fn insert_f32(&mut self, key: &str, values: Vec<f32>, shape: Vec<usize>) {
+        let data = TensorData::new(values, shape);
+        let snapshot = TensorSnapshot::from_data(
+            data,
+            key.split('.').map(str::to_string).collect(),
+            Vec::new(),
+            burn::module::ParamId::new(),
+        );
+        self.tensors.insert(key.to_string(), snapshot);
+    }
+
     /// Drops every key for which `keep` is false.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.tensors.retain(|k, _| keep(k));
@@ -433,12 +445,28 @@ impl<B: Backend> crate::VitClassifier<B> {
     /// Loads the encoder of a pre-training checkpoint for fine-tuning, as `main_finetune.py`
     /// does: the decoder, `mask_token` and the classification branch are ignored (and `norm`
     /// in global-pool mode), and exactly `head.*` (plus `fc_norm.*` in global-pool mode) stay
-    /// freshly initialised. A `head` of another shape in the file is dropped.
+    /// freshly initialised. A `head` of another shape in the file is dropped, and a
+    /// `pos_embed` of another resolution is resampled (bicubic, cls row kept).
     pub fn load_pytorch_pretrained(
         self,
         path: impl AsRef<Path>,
     ) -> Result<(Self, LoadReport), CheckpointError> {
         let mut state = StateDict::from_pytorch(path)?;
+        // Another resolution: resample the patch rows of pos_embed (MAE's
+        // interpolate_pos_embed); the cls row is kept.
+        let (d, grid) = (self.config.embed_dim, self.config.grid_size());
+        if let Some(shape) = state.shape("pos_embed")
+            && shape.len() == 3
+            && shape[2] == d
+            && shape[1] != grid * grid + 1
+        {
+            let old = ((shape[1].saturating_sub(1)) as f64).sqrt().round() as usize;
+            if old * old + 1 == shape[1] {
+                let (table, _) = state.read_f32("pos_embed")?;
+                let resized = crate::pos_embed::interpolate_pos_embed(&table, d, 1, old, grid);
+                state.insert_f32("pos_embed", resized, vec![1, grid * grid + 1, d]);
+            }
+        }
         let head = [self.config.num_classes, self.config.embed_dim];
         if state.shape("head.weight").is_some_and(|s| s != head) {
             state.retain(|k| k != "head.weight" && k != "head.bias");

@@ -222,3 +222,23 @@ fn loaded_weights_keep_the_position_embeddings_frozen() {
     assert!(model.cls_token.is_require_grad());
     let _ = Tensor::<AB, 1>::zeros([1], &device);
 }
+
+#[test]
+fn finetuning_at_another_resolution_interpolates_pos_embed() {
+    let device = Default::default();
+    // The fixture is 32 px / patch 8 (a 4x4 grid); fine-tune at 48 px (6x6).
+    let vit = VitConfig::from_pretrain(&tiny_config(), 10).with_img_size(48);
+    let (model, report) = vit
+        .init::<B>(&device)
+        .unwrap()
+        .load_pytorch_pretrained(fixture("supmae_tiny.pth"))
+        .unwrap();
+    assert!(report.applied.contains("pos_embed"));
+    let state = StateDict::from_pytorch(fixture("supmae_tiny.pth")).unwrap();
+    let (old, _) = state.read_f32("pos_embed").unwrap();
+    let got = model.pos_embed.val().into_data().to_vec::<f32>().unwrap();
+    assert_eq!(got.len(), 37 * 64);
+    assert_eq!(&got[..64], &old[..64], "the cls row is kept");
+    let want = supmae_model::pos_embed::interpolate_pos_embed(&old, 64, 1, 4, 6);
+    assert_eq!(got, want);
+}
