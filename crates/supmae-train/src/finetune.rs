@@ -76,3 +76,87 @@ mod tests {
         assert!(!finetune_no_weight_decay("patch_embed.proj.weight", 4));
     }
 }
+
+/// Soft targets of a mixed batch, as timm's `mixup_target`: label smoothing folded in
+/// (`off = smoothing / C`, `on = 1 − smoothing + off`), then `lam · y + (1 − lam) · y_flip`
+/// where `y_flip` pairs sample `i` with sample `N − 1 − i` (the batch flipped).
+///
+/// # Shapes
+/// - labels: `[N]`
+/// - output: `[N, classes]` flattened, row-major
+pub fn mixup_targets(labels: &[usize], classes: usize, lam: f64, smoothing: f64) -> Vec<f32> {
+    let n = labels.len();
+    let off = smoothing / classes as f64;
+    let on = 1.0 - smoothing + off;
+    let mut out = vec![0f32; n * classes];
+    for (i, row) in out.chunks_mut(classes).enumerate() {
+        let (a, b) = (labels[i], labels[n - 1 - i]);
+        for (c, v) in row.iter_mut().enumerate() {
+            let ya = if c == a { on } else { off };
+            let yb = if c == b { on } else { off };
+            *v = (lam * ya + (1.0 - lam) * yb) as f32;
+        }
+    }
+    out
+}
+
+/// A CutMix box and the corrected `lam`, as timm's `rand_bbox` + `correct_lam`: a box of
+/// side `int(side · sqrt(1 − lam))` centred at `(cy, cx)` (drawn uniformly in the image by the
+/// caller), clipped to the image; `lam` becomes `1 − box area / image area`.
+/// Returns `(top, bottom, left, right, lam)`.
+pub fn cutmix_box(
+    height: usize,
+    width: usize,
+    lam: f64,
+    cy: usize,
+    cx: usize,
+) -> (usize, usize, usize, usize, f64) {
+    let ratio = (1.0 - lam).sqrt();
+    let (ch, cw) = (
+        (height as f64 * ratio) as i64,
+        (width as f64 * ratio) as i64,
+    );
+    let clip = |v: i64, max: usize| v.clamp(0, max as i64) as usize;
+    let (cy, cx) = (cy as i64, cx as i64);
+    let (top, bottom) = (clip(cy - ch / 2, height), clip(cy + ch / 2, height));
+    let (left, right) = (clip(cx - cw / 2, width), clip(cx + cw / 2, width));
+    let area = ((bottom - top) * (right - left)) as f64;
+    (
+        top,
+        bottom,
+        left,
+        right,
+        1.0 - area / (height * width) as f64,
+    )
+}
+
+#[cfg(test)]
+mod mix_tests {
+    use super::*;
+
+    #[test]
+    fn mixup_soft_targets_fold_in_label_smoothing() {
+        // Recipe values: smoothing 0.1 over 1000 classes gives off 1e-4, on 0.9001.
+        let t = mixup_targets(&[3, 7], 1000, 1.0, 0.1);
+        assert!((t[3] - 0.9001).abs() < 1e-7 && (t[4] - 1e-4).abs() < 1e-9);
+        // lam 0.7: sample 0 is 0.7 of class 3 and 0.3 of class 7 (its flipped partner).
+        let t = mixup_targets(&[3, 7], 10, 0.7, 0.0);
+        assert!((t[3] - 0.7).abs() < 1e-7 && (t[7] - 0.3).abs() < 1e-7);
+        assert!((t[10 + 7] - 0.7).abs() < 1e-7 && (t[10 + 3] - 0.3).abs() < 1e-7);
+        for row in t.chunks(10) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn cutmix_lam_is_corrected_to_the_clipped_box() {
+        // lam 0.75 on 224 px: side int(224 * 0.5) = 112; centred, the box is exact.
+        let (t, b, l, r, lam) = cutmix_box(224, 224, 0.75, 112, 112);
+        assert_eq!((t, b, l, r), (56, 168, 56, 168));
+        assert!((lam - 0.75).abs() < 1e-12);
+        // In a corner the box is clipped to a quarter and lam grows accordingly.
+        let (t, b, l, r, lam) = cutmix_box(224, 224, 0.75, 0, 0);
+        assert_eq!((t, b, l, r), (0, 56, 0, 56));
+        assert!((lam - (1.0 - 56.0 * 56.0 / (224.0 * 224.0))).abs() < 1e-12);
+    }
+}
