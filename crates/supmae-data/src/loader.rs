@@ -80,21 +80,27 @@ impl HostBatch {
         self.labels.is_empty()
     }
 
-    /// The batch as Burn tensors on `device`.
+    /// The batch as Burn tensors on `device` (copies the host buffers; see
+    /// [`into_tensors`](Self::into_tensors) to move them).
     ///
     /// # Shapes
     /// - images: `[N, C, size, size]`
     /// - labels: `[N]`
     pub fn to_tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+        self.clone().into_tensors(device)
+    }
+
+    /// The batch as Burn tensors on `device`, moving the host buffers (no copy on the CPU
+    /// backend).
+    ///
+    /// # Shapes
+    /// - images: `[N, C, size, size]`
+    /// - labels: `[N]`
+    pub fn into_tensors<B: Backend>(self, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
         let n = self.len();
-        let images = Tensor::from_data(
-            TensorData::new(
-                self.images.clone(),
-                [n, self.channels, self.size, self.size],
-            ),
-            device,
-        );
-        let labels = Tensor::from_data(TensorData::new(self.labels.clone(), [n]), device);
+        let shape = [n, self.channels, self.size, self.size];
+        let images = Tensor::from_data(TensorData::new(self.images, shape), device);
+        let labels = Tensor::from_data(TensorData::new(self.labels, [n]), device);
         (images, labels)
     }
 }

@@ -451,7 +451,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             let batch = batch?;
             let lr = schedule.lr_at(epoch, it);
             let n = batch.len();
-            let (x, y) = batch.to_tensors::<B>(&self.device);
+            let (x, y) = batch.into_tensors::<B>(&self.device);
             let noise = Tensor::<B, 2>::from_data(
                 TensorData::new(mask_noise(self.config.seed, epoch, it, n, l), [n, l]),
                 &self.device,
@@ -584,7 +584,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             if n < 1 {
                 continue;
             }
-            let (x, y) = batch.to_tensors::<B::InnerBackend>(&device);
+            let (x, y) = batch.into_tensors::<B::InnerBackend>(&device);
             let y = y.reshape([n, 1]);
             let correct =
                 |ratio: f64, noise: Option<Tensor<B::InnerBackend, 2>>| -> Result<usize> {
