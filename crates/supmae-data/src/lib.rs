@@ -9,7 +9,8 @@
 //! - [`decode_image`]: decoding by content (a PNG named `.JPEG`, CMYK JPEGs, greyscale,
 //!   alpha, 16-bit and palette images), with a memory cap.
 //! - [`Transform`]: torchvision's `RandomResizedCrop` / `Resize` + `CenterCrop` (bicubic),
-//!   flip and normalisation, with the same crop-sampling algorithm.
+//!   flip and normalisation, with the same crop-sampling algorithm; the fine-tuning recipe
+//!   adds [`RandAugment`] (`rand-m9-mstd0.5-inc1`) and [`RandomErasing`] as timm defines them.
 //! - [`DataLoader`]: parallel decode + augment into contiguous batches, prefetched,
 //!   deterministic under a seed whatever the thread count.
 //! - [`check_dataset`]: reports classes, counts and every bad file.
@@ -23,6 +24,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod augment;
 pub mod check;
 pub mod decode;
 pub mod error;
@@ -34,6 +36,7 @@ pub mod rng;
 pub mod source;
 pub mod transform;
 
+pub use augment::{AugmentOp, ErasingMode, RandAugment, RandomErasing};
 pub use check::{CheckReport, check_dataset};
 pub use decode::{DEFAULT_MAX_PIXELS, Image8, decode_image, read_image};
 pub use error::{DataError, Result};

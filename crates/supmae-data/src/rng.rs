@@ -55,6 +55,41 @@ impl SampleRng {
         }
     }
 
+    /// A standard normal sample (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// A `Gamma(shape, 1)` sample (Marsaglia-Tsang; boosted for `shape < 1`).
+    pub fn gamma(&mut self, shape: f64) -> f64 {
+        if shape < 1.0 {
+            let u = 1.0 - self.uniform();
+            return self.gamma(shape + 1.0) * u.powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = self.uniform();
+            if u < 1.0 - 0.0331 * x.powi(4) || u.ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
+                return d * v;
+            }
+        }
+    }
+
+    /// A `Beta(a, b)` sample, as `np.random.beta` (ratio of gammas).
+    pub fn beta(&mut self, a: f64, b: f64) -> f64 {
+        let x = self.gamma(a);
+        let y = self.gamma(b);
+        if x + y > 0.0 { x / (x + y) } else { 0.5 }
+    }
+
     /// A random permutation of `0..n` (Fisher–Yates).
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
@@ -99,5 +134,30 @@ mod tests {
         assert_eq!(p, (0..100).collect::<Vec<_>>());
         let u = rng.uniform_range(0.2, 1.0);
         assert!((0.2..1.0).contains(&u));
+    }
+
+    #[test]
+    fn normal_gamma_and_beta_have_their_moments() {
+        let mut rng = SampleRng::new(11);
+        let n = 200_000;
+        let xs: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.01,
+            "{mean} {var}"
+        );
+        // Beta(0.8, 0.8) (Mixup's alpha): mean 1/2, variance ab/((a+b)^2 (a+b+1)) = 0.0962.
+        let bs: Vec<f64> = (0..n).map(|_| rng.beta(0.8, 0.8)).collect();
+        assert!(bs.iter().all(|b| (0.0..=1.0).contains(b)));
+        let mean = bs.iter().sum::<f64>() / n as f64;
+        let var = bs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(
+            (mean - 0.5).abs() < 0.005 && (var - 0.0962).abs() < 0.003,
+            "{mean} {var}"
+        );
+        // Gamma(1.0) is exponential: mean 1.
+        let g = (0..n).map(|_| rng.gamma(1.0)).sum::<f64>() / n as f64;
+        assert!((g - 1.0).abs() < 0.01, "{g}");
     }
 }

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
+use crate::augment::{RandAugment, RandomErasing};
 use crate::decode::Image8;
 use crate::error::{DataError, Result};
 use crate::rng::SampleRng;
@@ -195,6 +196,10 @@ pub struct Transform {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation divided by.
     pub std: Vec<f32>,
+    /// RandAugment on the 8-bit image after the crop and flip (fine-tuning recipe).
+    pub rand_augment: Option<RandAugment>,
+    /// RandomErasing on the normalised image (fine-tuning recipe).
+    pub erasing: Option<RandomErasing>,
 }
 
 impl Transform {
@@ -211,17 +216,24 @@ impl Transform {
             channels: 3,
             mean: IMAGENET_MEAN.to_vec(),
             std: IMAGENET_STD.to_vec(),
+            rand_augment: None,
+            erasing: None,
         }
     }
 
-    /// Fine-tuning's crop (`scale=(0.08, 1)`), flip 0.5, ImageNet normalisation (RandAugment,
-    /// Mixup and erasing are separate steps of the fine-tuning learner).
+    /// The fine-tuning recipe's per-image augmentation (timm `create_transform`): crop with
+    /// `scale=(0.08, 1)`, flip 0.5, RandAugment `rand-m9-mstd0.5-inc1` (fill: the ImageNet
+    /// mean), ImageNet normalisation, RandomErasing `p = 0.25` (pixel mode). Mixup/CutMix act
+    /// on whole batches in the fine-tuning learner.
     pub fn finetune(size: u32) -> Self {
+        let fill = IMAGENET_MEAN.map(|m| (255.0 * m).round().min(255.0) as u8);
         Self {
             geometry: Geometry::RandomResizedCrop {
                 scale: (0.08, 1.0),
                 ratio: (3.0 / 4.0, 4.0 / 3.0),
             },
+            rand_augment: RandAugment::parse("rand-m9-mstd0.5-inc1", fill).ok(),
+            erasing: Some(RandomErasing::new(0.25)),
             ..Self::pretrain(size)
         }
     }
@@ -278,6 +290,12 @@ impl Transform {
             }
             Geometry::Resize => {}
         }
+        if let Some(ra) = &self.rand_augment {
+            ra.validate()?;
+        }
+        if let Some(er) = &self.erasing {
+            er.validate()?;
+        }
         Ok(())
     }
 
@@ -329,8 +347,25 @@ impl Transform {
 
     /// Applies the whole transform, writing `[C, size, size]` normalised floats into `out`.
     pub fn apply(&self, image: &Image8, rng: &mut SampleRng, out: &mut [f32]) -> Result<()> {
-        let (img, flip) = self.geometry(image, rng)?;
+        let (mut img, mut flip) = self.geometry(image, rng)?;
+        if let Some(ra) = &self.rand_augment {
+            // timm's order: crop, flip, RandAugment.
+            if flip {
+                img = hflip(&img);
+                flip = false;
+            }
+            img = ra.apply(&img, rng);
+        }
         self.write_normalized(&img, flip, out);
+        if let Some(er) = &self.erasing {
+            let s = self.size as usize;
+            er.apply(
+                &mut out[..self.output_len()],
+                usize::from(self.channels),
+                s,
+                rng,
+            );
+        }
         Ok(())
     }
 
@@ -359,8 +394,24 @@ impl Transform {
     }
 }
 
+/// The image mirrored left to right.
+fn hflip(img: &Image8) -> Image8 {
+    let c = usize::from(img.channels);
+    let row = img.width as usize * c;
+    let mut pixels = Vec::with_capacity(img.pixels.len());
+    for r in img.pixels.chunks_exact(row.max(1)) {
+        for px in r.chunks_exact(c).rev() {
+            pixels.extend_from_slice(px);
+        }
+    }
+    Image8 {
+        pixels,
+        ..img.clone()
+    }
+}
+
 /// ITU-R 601-2 luma, as PIL's `convert('L')`: `(299 R + 587 G + 114 B) / 1000`, rounded.
-fn luma(p: &[u8]) -> u8 {
+pub(crate) fn luma(p: &[u8]) -> u8 {
     ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114 + 500) / 1000) as u8
 }
 
