@@ -82,6 +82,30 @@ pub fn random_resized_crop_box(
     }
 }
 
+/// The crop of MAE's `util/crop.py` (linear probing): area `U(scale)` of the image, aspect
+/// `exp(U(log ratio))`, sides rounded and clamped to the image, position uniform.
+pub fn random_resized_crop_once(
+    width: u32,
+    height: u32,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut SampleRng,
+) -> CropBox {
+    let area = f64::from(width) * f64::from(height);
+    let target_area = area * rng.uniform_range(scale.0, scale.1);
+    let aspect = rng.uniform_range(ratio.0.ln(), ratio.1.ln()).exp();
+    let w = (py_round((target_area * aspect).sqrt()).max(1) as u32).min(width);
+    let h = (py_round((target_area / aspect).sqrt()).max(1) as u32).min(height);
+    let top = rng.int_range(0, u64::from(height - h) + 1) as u32;
+    let left = rng.int_range(0, u64::from(width - w) + 1) as u32;
+    CropBox {
+        top,
+        left,
+        height: h,
+        width: w,
+    }
+}
+
 /// torchvision `Resize(size)` with an int: the shorter side becomes `size`, the longer
 /// `int(size · long / short)`. Returns `(width, height)`.
 pub fn resize_shorter_side(width: u32, height: u32, size: u32) -> (u32, u32) {
@@ -167,6 +191,14 @@ pub fn resized_crop(image: &Image8, crop: CropBox, width: u32, height: u32) -> R
 pub enum Geometry {
     /// `RandomResizedCrop(size, scale, ratio, bicubic)`.
     RandomResizedCrop {
+        /// Range of the crop's share of the image area.
+        scale: (f64, f64),
+        /// Range of the crop's aspect ratio (width / height).
+        ratio: (f64, f64),
+    },
+    /// The linear probe's TF-style crop (`util/crop.py`): one draw of area and log-uniform
+    /// aspect, the side lengths clamped to the image, no retries or fallback.
+    RandomResizedCropOnce {
         /// Range of the crop's share of the image area.
         scale: (f64, f64),
         /// Range of the crop's aspect ratio (width / height).
@@ -275,7 +307,8 @@ impl Transform {
             return bad("hflip", format!("({}) must be a probability", self.hflip));
         }
         match self.geometry {
-            Geometry::RandomResizedCrop { scale, ratio } => {
+            Geometry::RandomResizedCrop { scale, ratio }
+            | Geometry::RandomResizedCropOnce { scale, ratio } => {
                 if !(scale.0 > 0.0 && scale.0 <= scale.1 && scale.1 <= 1.0) {
                     return bad("scale", format!("{scale:?} must satisfy 0 < lo <= hi <= 1"));
                 }
@@ -316,6 +349,10 @@ impl Transform {
         let out = match self.geometry {
             Geometry::RandomResizedCrop { scale, ratio } => {
                 let crop = random_resized_crop_box(image.width, image.height, scale, ratio, rng);
+                resized_crop(image, crop, size, size)?
+            }
+            Geometry::RandomResizedCropOnce { scale, ratio } => {
+                let crop = random_resized_crop_once(image.width, image.height, scale, ratio, rng);
                 resized_crop(image, crop, size, size)?
             }
             Geometry::ResizeCenterCrop { crop_pct } => {
@@ -418,6 +455,20 @@ pub(crate) fn luma(p: &[u8]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_shot_crop_is_clamped_to_the_image() {
+        for i in 0..500 {
+            let mut rng = SampleRng::for_sample(5, 0, i);
+            let b = random_resized_crop_once(40, 30, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+            assert!(b.width >= 1 && b.height >= 1);
+            assert!(b.left + b.width <= 40 && b.top + b.height <= 30, "{b:?}");
+        }
+        // Scale 1 with a wide aspect asks for more than the height: clamped, not retried.
+        let mut rng = SampleRng::new(0);
+        let b = random_resized_crop_once(10, 10, (1.0, 1.0), (0.5, 0.5), &mut rng);
+        assert_eq!((b.width, b.height), (7, 10));
+    }
 
     #[test]
     fn python_rounding_is_half_to_even() {

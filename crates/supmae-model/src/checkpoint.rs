@@ -70,6 +70,22 @@ impl StateDict {
         Ok(Self { path, tensors })
     }
 
+    /// A state dict from in-memory tensors `(key, shape, values)` in PyTorch layout, as
+    /// [`export_state_dict`] returns them; `label` stands in for the path in messages.
+    pub fn from_entries(
+        label: impl Into<PathBuf>,
+        entries: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+    ) -> Self {
+        let mut state = Self {
+            path: label.into(),
+            tensors: BTreeMap::new(),
+        };
+        for (key, shape, values) in entries {
+            state.insert_f32(&key, values, shape);
+        }
+        state
+    }
+
     /// Where the state dict was read from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -451,7 +467,15 @@ impl<B: Backend> crate::VitClassifier<B> {
         self,
         path: impl AsRef<Path>,
     ) -> Result<(Self, LoadReport), CheckpointError> {
-        let mut state = StateDict::from_pytorch(path)?;
+        self.load_pretrained_state(StateDict::from_pytorch(path)?)
+    }
+
+    /// [`load_pytorch_pretrained`](Self::load_pytorch_pretrained) from a state dict already
+    /// in memory (e.g. [`export_state_dict`] of a [`SupMae`](crate::SupMae) trained here).
+    pub fn load_pretrained_state(
+        self,
+        mut state: StateDict,
+    ) -> Result<(Self, LoadReport), CheckpointError> {
         // Another resolution: resample the patch rows of pos_embed (MAE's
         // interpolate_pos_embed); the cls row is kept.
         let (d, grid) = (self.config.embed_dim, self.config.grid_size());

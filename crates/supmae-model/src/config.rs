@@ -353,6 +353,24 @@ impl MaeConfig {
     }
 }
 
+impl MaeConfig {
+    /// The classifier of this model's encoder (same image size, patch, width, depth, heads
+    /// and MLP ratio), with `num_classes` outputs, pooled by mean (`global_pool`) or by the
+    /// cls token, and the other [`VitConfig`] defaults (drop path 0.1, head std 2e-5).
+    pub fn classifier(&self, num_classes: usize, global_pool: bool) -> VitConfig {
+        VitConfig::new()
+            .with_img_size(self.img_size)
+            .with_patch_size(self.patch_size)
+            .with_in_chans(self.in_chans)
+            .with_embed_dim(self.embed_dim)
+            .with_depth(self.depth)
+            .with_num_heads(self.num_heads)
+            .with_mlp_ratio(self.mlp_ratio)
+            .with_num_classes(num_classes)
+            .with_global_pool(global_pool)
+    }
+}
+
 impl VitConfig {
     fn shaped(patch: usize, dim: usize, depth: usize, heads: usize) -> Self {
         Self::new()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError, io};
 
-const MAGIC: &[u8] = b"SUPMAE-TRAIN-CKPT\n";
+pub(crate) const MAGIC: &[u8] = b"SUPMAE-TRAIN-CKPT\n";
 
 /// The sections of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

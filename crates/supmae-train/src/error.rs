@@ -23,6 +23,9 @@ pub enum TrainError {
     /// The model rejected its config or input.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A PyTorch checkpoint could not be used (unreadable, foreign keys, wrong shapes).
+    #[error(transparent)]
+    PytorchCheckpoint(#[from] supmae_model::CheckpointError),
     /// The loss became NaN or infinite; training stopped and the last good checkpoint is kept.
     #[error(
         "loss is {value} at epoch {epoch}, iteration {iteration}; training stopped \

@@ -7,6 +7,12 @@
 //! `log.jsonl` with the official log's keys, and a `checkpoint.ckpt` replaced atomically,
 //! from which [`Pretrainer::resume`] continues to the same parameters an uninterrupted run
 //! reaches.
+//!
+//! [`Finetuner`] fine-tunes a [`supmae_model::VitClassifier`] from a pre-training checkpoint
+//! (ours or an official `.pth`) with the official recipe (spec §2.3: layer-wise lr decay,
+//! Mixup/CutMix, RandAugment, erasing, drop path); [`LinearProber`] trains a BatchNorm +
+//! Linear probe on the frozen cls token with LARS (spec §2.4); [`load_classifier`] and
+//! [`classifier::evaluate`] give top-1/top-5.
 
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -15,15 +21,22 @@
 )]
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod error;
 pub mod finetune;
+pub mod linprobe;
 pub mod pretrain;
 pub mod progress;
 pub mod schedule;
 
+pub use classifier::{
+    Classifier, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, load_classifier,
+};
 pub use config::{DataSpec, PretrainConfig};
 pub use error::{Result, TrainError};
-pub use pretrain::{EpochLog, Pretrainer, load_data, transforms};
+pub use finetune::{FinetuneConfig, Finetuner, Init, MixupConfig};
+pub use linprobe::{LarsConfig, LinearProbe, LinearProber, LinprobeConfig};
+pub use pretrain::{EpochLog, Pretrainer, load_data, load_pretrained, transforms};
 pub use progress::ProgressMode;
 pub use schedule::{LrSchedule, ParamGroups, scaled_lr, warmup_cosine_lr};

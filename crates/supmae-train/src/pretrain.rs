@@ -34,7 +34,7 @@ pub const CONFIG_FILE: &str = "config.json";
 
 type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
 
-static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// One line of `log.jsonl`: the official log's keys plus throughput and validation.
@@ -73,13 +73,41 @@ struct Meta {
 
 /// Reads and verifies a run folder's checkpoint and its metadata.
 fn read_checkpoint(out_dir: &Path) -> Result<(CheckpointParts, Meta)> {
-    let path = out_dir.join(CHECKPOINT_FILE);
+    read_checkpoint_file(&out_dir.join(CHECKPOINT_FILE))
+}
+
+fn read_checkpoint_file(path: &Path) -> Result<(CheckpointParts, Meta)> {
+    let path = path.to_path_buf();
     let parts = CheckpointParts::read(&path)?;
     let meta = serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
         path,
         reason: format!("bad metadata: {e}"),
     })?;
     Ok((parts, meta))
+}
+
+/// The model and recipe of a pre-training checkpoint written by [`Pretrainer`]: `path` is
+/// the run folder or its `checkpoint.ckpt`.
+pub fn load_pretrained<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(SupMae<B>, PretrainConfig)> {
+    let path = path.as_ref();
+    let file = if path.is_dir() {
+        path.join(CHECKPOINT_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let (parts, meta) = read_checkpoint_file(&file)?;
+    meta.config.validate()?;
+    let model = meta.config.model.init::<B>(device)?;
+    let record = Recorder::<B>::load(&Rec::new(), parts.model, device).map_err(|e| {
+        TrainError::Checkpoint {
+            path: file.clone(),
+            reason: format!("model record: {e}"),
+        }
+    })?;
+    Ok((model.load_record(record), meta.config))
 }
 
 /// Builds the train and validation sources of a [`DataSpec`].

@@ -1,0 +1,335 @@
+//! What fine-tuning, linear probing and evaluation share: the soft-target loss, top-1/top-5
+//! evaluation, the per-epoch log, the classifier checkpoint and its loading.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use serde::{Deserialize, Serialize};
+use supmae_data::fashion_mnist;
+use supmae_data::{AnySource, DataLoader, Geometry, Transform};
+use supmae_model::{ModelError, VitClassifier, VitConfig};
+
+use crate::checkpoint::CheckpointParts;
+use crate::config::DataSpec;
+use crate::error::{Result, TrainError};
+use crate::linprobe::{LinearProbe, ProbeNorm};
+
+pub(crate) type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// The best model of a fine-tuning or linear-probing run (highest `test_acc1`).
+pub const BEST_FILE: &str = "best.ckpt";
+
+/// Loss and accuracy on an evaluation split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Mean cross-entropy per image.
+    pub loss: f64,
+    /// Top-1 accuracy, %.
+    pub acc1: f64,
+    /// Top-5 accuracy, % (top-k with k = the number of classes when there are fewer than 5).
+    pub acc5: f64,
+    /// Images evaluated.
+    pub images: usize,
+}
+
+/// Cross-entropy against soft targets, `mean_i sum_c −t_ic · log_softmax(z_i)_c` (timm's
+/// `SoftTargetCrossEntropy`; with one-hot smoothed targets it is `LabelSmoothingCrossEntropy`).
+///
+/// # Shapes
+/// - logits: `[N, C]`
+/// - targets: `[N, C]`
+/// - output: `[1]`
+pub fn soft_target_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let logp = burn::tensor::activation::log_softmax(logits, 1);
+    (logp * targets).sum_dim(1).mean().neg()
+}
+
+/// Accumulates loss and top-1/top-5 hits from logits on the host.
+#[derive(Debug, Default, Clone)]
+pub struct Accuracy {
+    loss_sum: f64,
+    top1: usize,
+    top5: usize,
+    images: usize,
+}
+
+impl Accuracy {
+    /// Adds a batch: `logits` row-major `[n, classes]`, `labels` `[n]`.
+    pub fn add(&mut self, logits: &[f32], labels: &[i64], classes: usize) {
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            let label = label as usize;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln()
+                + max;
+            let target = row.get(label).copied().unwrap_or(f32::NAN);
+            self.loss_sum += lse - target as f64;
+            // Rank of the true class: classes with a strictly larger logit (ties favour the
+            // earlier index, as `topk` does).
+            let rank = row
+                .iter()
+                .enumerate()
+                .filter(|&(c, &v)| v > target || (v == target && c < label))
+                .count();
+            self.top1 += usize::from(rank < 1);
+            self.top5 += usize::from(rank < 5.min(classes));
+            self.images += 1;
+        }
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> EvalReport {
+        let n = self.images.max(1) as f64;
+        EvalReport {
+            loss: self.loss_sum / n,
+            acc1: 100.0 * self.top1 as f64 / n,
+            acc5: 100.0 * self.top5 as f64 / n,
+            images: self.images,
+        }
+    }
+}
+
+/// Evaluates `logits_of` over every batch of `loader` (no augmentation, no masking).
+pub fn evaluate<B: Backend>(
+    loader: &DataLoader<AnySource>,
+    device: &B::Device,
+    mut logits_of: impl FnMut(Tensor<B, 4>) -> Result<Tensor<B, 2>>,
+) -> Result<EvalReport> {
+    let mut acc = Accuracy::default();
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        if batch.is_empty() {
+            continue;
+        }
+        let labels = batch.labels.clone();
+        let (x, _) = batch.into_tensors::<B>(device);
+        let logits = logits_of(x)?;
+        let [_, classes] = logits.dims();
+        let values = logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| TrainError::InvalidConfig {
+                field: "logits",
+                reason: format!("{e:?}"),
+            })?;
+        acc.add(&values, &labels, classes);
+    }
+    Ok(acc.report())
+}
+
+/// One line of a fine-tuning / linear-probing `log.jsonl`: the official log's keys
+/// (`train_loss`, `test_loss`, `test_acc1`, `test_acc5`, `lr`, `epoch`, `n_parameters`) plus
+/// throughput.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierLog {
+    /// Epoch index (from 0).
+    pub epoch: usize,
+    /// Mean peak-group learning rate over the epoch.
+    pub lr: f64,
+    /// Mean training loss (soft-target cross-entropy).
+    pub train_loss: f64,
+    /// Validation loss.
+    pub test_loss: Option<f64>,
+    /// Validation top-1, %.
+    pub test_acc1: Option<f64>,
+    /// Validation top-5, %.
+    pub test_acc5: Option<f64>,
+    /// Trainable parameters.
+    pub n_parameters: usize,
+    /// Training images per second.
+    pub images_per_sec: f64,
+    /// Wall-clock seconds of the epoch's training.
+    pub seconds: f64,
+    /// Images processed so far in the run.
+    pub images_seen: u64,
+}
+
+/// Which learner wrote a classifier checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassifierKind {
+    /// A fine-tuned [`VitClassifier`].
+    Finetune,
+    /// A frozen encoder with a BatchNorm + Linear probe ([`LinearProbe`]).
+    Linprobe,
+}
+
+/// Metadata of a classifier checkpoint (`checkpoint.ckpt` / `best.ckpt`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassifierMeta {
+    /// Format version (1).
+    pub format: u32,
+    /// The learner.
+    pub kind: ClassifierKind,
+    /// The classifier's architecture.
+    pub model: VitConfig,
+    /// The data it was trained on (sets the evaluation transform).
+    pub data: DataSpec,
+    /// Class names, in label order.
+    pub classes: Vec<String>,
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Per-epoch logs.
+    pub history: Vec<ClassifierLog>,
+    /// Best validation top-1 so far.
+    pub best_acc1: Option<f64>,
+    /// The full recipe, as JSON.
+    pub recipe: serde_json::Value,
+}
+
+/// A trained classifier of either kind.
+#[derive(Debug)]
+pub enum Classifier<B: Backend> {
+    /// Fine-tuned.
+    Vit(VitClassifier<B>),
+    /// Linear probe.
+    Probe(LinearProbe<B>),
+}
+
+impl<B: Backend> Classifier<B> {
+    /// Class logits in evaluation mode.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - output: `[N, classes]`
+    pub fn forward(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
+        Ok(match self {
+            Self::Vit(m) => m.forward(images)?,
+            Self::Probe(p) => p.forward(images, false)?,
+        })
+    }
+}
+
+/// Reads a classifier checkpoint written by the fine-tuning or linear-probing learner.
+pub fn read_classifier_checkpoint(path: &Path) -> Result<(CheckpointParts, ClassifierMeta)> {
+    let parts = CheckpointParts::read(path)?;
+    let meta: ClassifierMeta =
+        serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not a fine-tuning or linear-probing checkpoint (a pre-training checkpoint \
+                 goes to `supmae finetune --checkpoint`): {e}"
+            ),
+        })?;
+    Ok((parts, meta))
+}
+
+/// Loads a classifier checkpoint (a run folder's `best.ckpt` when given the folder).
+pub fn load_classifier<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(Classifier<B>, ClassifierMeta)> {
+    let path = path.as_ref();
+    let file: PathBuf = if path.is_dir() {
+        let best = path.join(BEST_FILE);
+        if best.is_file() {
+            best
+        } else {
+            path.join(crate::pretrain::CHECKPOINT_FILE)
+        }
+    } else {
+        path.to_path_buf()
+    };
+    let (parts, meta) = read_classifier_checkpoint(&file)?;
+    let bad = |e: String| TrainError::Checkpoint {
+        path: file.clone(),
+        reason: format!("model record: {e}"),
+    };
+    let model = meta.model.init::<B>(device)?;
+    let classifier = match meta.kind {
+        ClassifierKind::Finetune => {
+            let record = Recorder::<B>::load(&Rec::new(), parts.model, device)
+                .map_err(|e| bad(e.to_string()))?;
+            Classifier::Vit(model.load_record(record))
+        }
+        ClassifierKind::Linprobe => {
+            let probe = LinearProbe {
+                encoder: model,
+                bn: ProbeNorm::new(meta.model.embed_dim, device),
+            };
+            let record = Recorder::<B>::load(&Rec::new(), parts.model, device)
+                .map_err(|e| bad(e.to_string()))?;
+            Classifier::Probe(probe.load_record(record))
+        }
+    };
+    Ok((classifier, meta))
+}
+
+/// Train and evaluation transforms of a classifier on `data`. Fashion-MNIST is resized to
+/// the model's size (no crop) with a 0.5 flip and its own mean/std; other data gets the
+/// recipe's `train` transform and `Resize(size / 0.875)` + centre crop for evaluation.
+pub fn classifier_transforms(
+    data: &DataSpec,
+    model: &VitConfig,
+    train: Transform,
+) -> std::result::Result<(Transform, Transform), ModelError> {
+    let size = model.img_size as u32;
+    let chans = model.in_chans as u8;
+    let (train, eval) = if data.is_fashion_mnist() {
+        let (mean, std) = (
+            vec![fashion_mnist::MEAN; chans.into()],
+            vec![fashion_mnist::STD; chans.into()],
+        );
+        let fill = (255.0 * fashion_mnist::MEAN).round() as u8;
+        let train = Transform {
+            size,
+            geometry: Geometry::Resize,
+            hflip: 0.5,
+            rand_augment: train.rand_augment.map(|mut ra| {
+                ra.fill = [fill; 3];
+                ra
+            }),
+            ..train
+        }
+        .with_normalization(chans, mean.clone(), std.clone());
+        let eval = Transform {
+            geometry: Geometry::Resize,
+            hflip: 0.0,
+            ..Transform::pretrain(size)
+        }
+        .with_normalization(chans, mean, std);
+        (train, eval)
+    } else {
+        let (mut train, mut eval) = (Transform { size, ..train }, Transform::eval(size));
+        if chans == 1 {
+            train = train.with_normalization(1, vec![0.449], vec![0.226]);
+            eval = eval.with_normalization(1, vec![0.449], vec![0.226]);
+        }
+        (train, eval)
+    };
+    Ok((train, eval))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_and_loss_on_the_host() {
+        let mut acc = Accuracy::default();
+        // Row 0: true class 2 is the best; row 1: true class 0 ranks 3rd of 6.
+        let logits = [
+            0.0, 1.0, 3.0, 0.5, 0.1, 0.2, //
+            1.0, 2.0, 3.0, 0.0, 0.0, 0.0,
+        ];
+        acc.add(&logits, &[2, 0], 6);
+        let r = acc.report();
+        assert_eq!((r.acc1, r.acc5, r.images), (50.0, 100.0, 2));
+        let ce = |row: &[f64], t: usize| {
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            lse - row[t]
+        };
+        let want =
+            (ce(&[0.0, 1.0, 3.0, 0.5, 0.1, 0.2], 2) + ce(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0], 0)) / 2.0;
+        assert!((r.loss - want).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,641 @@
+//! Linear probing (`main_linprobe.py`, spec §2.4): a frozen pre-trained encoder, its cls
+//! token after the final `norm`, then `BatchNorm1d(D, affine=False, eps=1e-6)` and a
+//! `Linear(D → classes)` (weight `N(0, 0.01²)`, bias 0) trained with LARS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, Param, RunningState};
+use burn::prelude::*;
+use burn::record::Recorder;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use supmae_data::{AnySource, DataLoader, Geometry, ImageSource, LoaderConfig, Transform};
+use supmae_model::checkpoint::LoadReport;
+use supmae_model::{VitClassifier, VitConfig};
+
+use crate::checkpoint::{CheckpointParts, write_atomic};
+use crate::classifier::{
+    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec,
+    classifier_transforms, evaluate, soft_target_cross_entropy,
+};
+use crate::config::DataSpec;
+use crate::error::{Result, TrainError, io};
+use crate::finetune::{Init, append_jsonl, init_classifier, one_hot_targets};
+use crate::pretrain::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
+use crate::progress::{Progress, ProgressMode};
+use crate::schedule::{LrSchedule, scaled_lr};
+
+/// `BatchNorm1d(D, affine=False, eps=1e-6)` with PyTorch's running statistics (momentum
+/// 0.1, unbiased running variance).
+#[derive(Module, Debug)]
+pub struct ProbeNorm<B: Backend> {
+    /// Running mean, `[D]`.
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    /// Running (unbiased) variance, `[D]`.
+    pub running_var: RunningState<Tensor<B, 1>>,
+}
+
+/// The probe's BatchNorm epsilon.
+pub const PROBE_BN_EPS: f64 = 1e-6;
+
+impl<B: Backend> ProbeNorm<B> {
+    /// Fresh statistics (mean 0, variance 1).
+    pub fn new(features: usize, device: &B::Device) -> Self {
+        Self {
+            running_mean: RunningState::new(Tensor::zeros([features], device)),
+            running_var: RunningState::new(Tensor::ones([features], device)),
+        }
+    }
+
+    /// Normalises with batch statistics (`training`, updating the running ones) or the
+    /// running statistics.
+    ///
+    /// # Shapes
+    /// - x: `[N, D]` (N ≥ 2 when training)
+    /// - output: `[N, D]`
+    pub fn forward(&self, x: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
+        let [n, c] = x.dims();
+        let (mean, var) = if training {
+            let mean = x.clone().mean_dim(0);
+            let var = (x.clone() - mean.clone()).powi_scalar(2).mean_dim(0);
+            let unbiased = var
+                .clone()
+                .detach()
+                .mul_scalar(n as f64 / (n as f64 - 1.0).max(1.0));
+            let m = 0.1;
+            self.running_mean.update(
+                self.running_mean.value_sync().mul_scalar(1.0 - m)
+                    + mean.clone().detach().reshape([c]).mul_scalar(m),
+            );
+            self.running_var.update(
+                self.running_var.value_sync().mul_scalar(1.0 - m)
+                    + unbiased.reshape([c]).mul_scalar(m),
+            );
+            (mean, var)
+        } else {
+            (
+                self.running_mean.value_sync().reshape([1, c]),
+                self.running_var.value_sync().reshape([1, c]),
+            )
+        };
+        (x - mean) / var.add_scalar(PROBE_BN_EPS).sqrt()
+    }
+}
+
+/// A linear probe: the frozen encoder (cls-token mode, its `head` is the probe's Linear)
+/// and the affine-free BatchNorm in front of the head.
+#[derive(Module, Debug)]
+pub struct LinearProbe<B: Backend> {
+    /// The encoder; only `encoder.head` is trained.
+    pub encoder: VitClassifier<B>,
+    /// BatchNorm without affine parameters.
+    pub bn: ProbeNorm<B>,
+}
+
+impl<B: Backend> LinearProbe<B> {
+    /// The probe's logits from frozen features.
+    ///
+    /// # Shapes
+    /// - features: `[N, D]`
+    /// - output: `[N, classes]`
+    pub fn head(&self, features: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
+        self.encoder
+            .head
+            .forward(self.bn.forward(features, training))
+    }
+
+    /// Class logits of images.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - output: `[N, classes]`
+    pub fn forward(&self, images: Tensor<B, 4>, training: bool) -> Result<Tensor<B, 2>> {
+        let features = self.encoder.embed(images)?;
+        Ok(self.head(features, training))
+    }
+}
+
+/// LARS hyper-parameters (`util/lars.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LarsConfig {
+    /// Weight decay of tensors with more than one dimension (the recipe: 0).
+    pub weight_decay: f64,
+    /// Momentum (0.9).
+    pub momentum: f64,
+    /// Trust coefficient η (0.001).
+    pub trust_coefficient: f64,
+}
+
+/// One LARS update of a parameter, exactly `util/lars.py`: for tensors with more than one
+/// dimension, `g ← g + wd·p`, then `g ← g · q` with `q = η‖p‖/‖g‖` (1 when either norm is
+/// 0); for 1-D tensors neither; then `μ ← momentum·μ + g` (μ starts at 0) and `p ← p − lr·μ`.
+/// Returns `(p, μ)`.
+pub fn lars_update<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    momentum_buf: Option<Tensor<B, D>>,
+    lr: f64,
+    cfg: &LarsConfig,
+) -> (Tensor<B, D>, Tensor<B, D>) {
+    let grad = if D > 1 {
+        let g = grad + param.clone().mul_scalar(cfg.weight_decay);
+        let norm = |t: Tensor<B, D>| -> f64 {
+            t.powi_scalar(2)
+                .sum()
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(0.0)
+                .sqrt()
+        };
+        let (p_norm, g_norm) = (norm(param.clone()), norm(g.clone()));
+        let q = if p_norm > 0.0 && g_norm > 0.0 {
+            cfg.trust_coefficient * p_norm / g_norm
+        } else {
+            1.0
+        };
+        g.mul_scalar(q)
+    } else {
+        grad
+    };
+    let mu = match momentum_buf {
+        Some(mu) => mu.mul_scalar(cfg.momentum) + grad,
+        None => grad,
+    };
+    (param - mu.clone().mul_scalar(lr), mu)
+}
+
+/// The linear-probing recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinprobeConfig {
+    /// The encoder (cls-token mode; `head_init_std` 0.01, drop path 0).
+    pub model: VitConfig,
+    /// The pre-trained checkpoint (random weights only as a baseline).
+    pub init: Init,
+    /// The data.
+    pub data: DataSpec,
+    /// Epochs (recipe: 90).
+    pub epochs: usize,
+    /// Warmup epochs (10).
+    pub warmup_epochs: f64,
+    /// Images per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per step.
+    pub accum_iter: usize,
+    /// Base learning rate (0.1): `lr = blr · batch · accum / 256`.
+    pub blr: f64,
+    /// Absolute learning rate (overrides `blr`).
+    pub lr: Option<f64>,
+    /// Final learning rate (0).
+    pub min_lr: f64,
+    /// LARS settings.
+    pub lars: LarsConfig,
+    /// Seed of the head, the data order and the crops.
+    pub seed: u64,
+    /// Data-loading threads (0 = all cores).
+    pub data_threads: usize,
+    /// Evaluate after every epoch.
+    pub eval: bool,
+}
+
+impl LinprobeConfig {
+    /// The official recipe for an encoder shaped like `model` on `data`: 90 epochs, warmup
+    /// 10, blr 0.1, LARS (0.9, η 0.001, no weight decay), batch 512.
+    pub fn recipe(model: VitConfig, init: Init, data: DataSpec) -> Self {
+        Self {
+            model: model
+                .with_global_pool(false)
+                .with_drop_path_rate(0.0)
+                .with_head_init_std(0.01),
+            init,
+            data,
+            epochs: 90,
+            warmup_epochs: 10.0,
+            batch_size: 512,
+            accum_iter: 1,
+            blr: 0.1,
+            lr: None,
+            min_lr: 0.0,
+            lars: LarsConfig {
+                weight_decay: 0.0,
+                momentum: 0.9,
+                trust_coefficient: 0.001,
+            },
+            seed: 0,
+            data_threads: 0,
+            eval: true,
+        }
+    }
+
+    /// The peak learning rate.
+    pub fn peak_lr(&self) -> f64 {
+        self.lr
+            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size * self.accum_iter))
+    }
+
+    /// Checks the recipe.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(TrainError::InvalidConfig { field, reason });
+        self.model.validate()?;
+        if self.model.global_pool {
+            return bad(
+                "model.global_pool",
+                "linear probing uses the cls token (global_pool = false)".into(),
+            );
+        }
+        if self.epochs == 0 || self.batch_size < 2 || self.accum_iter == 0 {
+            return bad(
+                "epochs",
+                "epochs >= 1, batch_size >= 2 (BatchNorm), accum_iter >= 1".into(),
+            );
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
+            return bad("warmup_epochs", "must be in [0, epochs]".into());
+        }
+        let lr = self.peak_lr();
+        if !(lr.is_finite() && lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= lr) {
+            return bad("lr", format!("peak {lr}, min {}", self.min_lr));
+        }
+        let l = &self.lars;
+        if !(l.weight_decay >= 0.0 && (0.0..1.0).contains(&l.momentum) && l.trust_coefficient > 0.0)
+        {
+            return bad("lars", format!("{l:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// Trains a linear probe on a frozen encoder; writes `config.json`, `log.jsonl`,
+/// `checkpoint.ckpt` (every epoch) and `best.ckpt` (best `test_acc1`).
+pub struct LinearProber<B: AutodiffBackend> {
+    config: LinprobeConfig,
+    model: LinearProbe<B>,
+    frozen: VitClassifier<B::InnerBackend>,
+    mu_weight: Option<Tensor<B::InnerBackend, 2>>,
+    mu_bias: Option<Tensor<B::InnerBackend, 1>>,
+    train: DataLoader<AnySource>,
+    val: Option<DataLoader<AnySource>>,
+    classes: Vec<String>,
+    out_dir: PathBuf,
+    device: B::Device,
+    history: Vec<ClassifierLog>,
+    best_acc1: Option<f64>,
+    load_report: Option<LoadReport>,
+    progress: ProgressMode,
+}
+
+impl<B: AutodiffBackend> LinearProber<B> {
+    /// Starts a run on explicit datasets.
+    pub fn new(
+        config: LinprobeConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: impl AsRef<Path>,
+        device: B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        if train.classes().len() > config.model.num_classes {
+            return Err(TrainError::InvalidConfig {
+                field: "model.num_classes",
+                reason: format!(
+                    "({}) is smaller than the dataset's {} classes",
+                    config.model.num_classes,
+                    train.classes().len()
+                ),
+            });
+        }
+        if train.len() < config.batch_size {
+            return Err(TrainError::InvalidConfig {
+                field: "batch_size",
+                reason: format!(
+                    "({}) is larger than the training set ({} images)",
+                    config.batch_size,
+                    train.len()
+                ),
+            });
+        }
+        let (encoder, load_report) =
+            init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
+        let model = LinearProbe {
+            bn: ProbeNorm::new(config.model.embed_dim, &device),
+            encoder,
+        };
+        let frozen = model.encoder.valid();
+        let weak = Transform {
+            geometry: Geometry::RandomResizedCropOnce {
+                scale: (0.08, 1.0),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+            },
+            ..Transform::pretrain(config.model.img_size as u32)
+        };
+        let (train_t, eval_t) = classifier_transforms(&config.data, &config.model, weak)?;
+        let loader_cfg = LoaderConfig {
+            drop_last: true,
+            seed: config.seed,
+            threads: config.data_threads,
+            ..LoaderConfig::new(config.batch_size)
+        };
+        let classes = train.classes().to_vec();
+        let train = DataLoader::new(Arc::new(train), train_t, loader_cfg.clone())?;
+        let val = match val {
+            Some(v) if config.eval => Some(DataLoader::new(
+                Arc::new(v),
+                eval_t,
+                LoaderConfig {
+                    shuffle: false,
+                    drop_last: false,
+                    ..loader_cfg
+                },
+            )?),
+            _ => None,
+        };
+        let out_dir = out_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
+        let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
+        write_atomic(&out_dir.join(CONFIG_FILE), &json)?;
+        write_atomic(&out_dir.join(LOG_FILE), b"")?;
+        Ok(Self {
+            config,
+            model,
+            frozen,
+            mu_weight: None,
+            mu_bias: None,
+            train,
+            val,
+            classes,
+            out_dir,
+            device,
+            history: Vec::new(),
+            best_acc1: None,
+            load_report,
+            progress: ProgressMode::Quiet,
+        })
+    }
+
+    /// Shows progress on stderr.
+    pub fn with_progress(mut self, mode: ProgressMode) -> Self {
+        self.progress = mode;
+        self
+    }
+
+    /// What loading the pre-trained checkpoint applied, left missing and ignored.
+    pub fn load_report(&self) -> Option<&LoadReport> {
+        self.load_report.as_ref()
+    }
+
+    /// The probe.
+    pub fn model(&self) -> &LinearProbe<B> {
+        &self.model
+    }
+
+    /// Per-epoch logs.
+    pub fn history(&self) -> &[ClassifierLog] {
+        &self.history
+    }
+
+    /// The run folder.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// The recipe.
+    pub fn config(&self) -> &LinprobeConfig {
+        &self.config
+    }
+
+    /// Trains every epoch, evaluating and checkpointing after each.
+    pub fn run(&mut self) -> Result<()> {
+        while self.history.len() < self.config.epochs {
+            self.run_epoch()?;
+        }
+        Ok(())
+    }
+
+    /// Trains, evaluates and checkpoints one epoch; returns its log.
+    pub fn run_epoch(&mut self) -> Result<ClassifierLog> {
+        let epoch = self.history.len();
+        let schedule = LrSchedule {
+            lr: self.config.peak_lr(),
+            min_lr: self.config.min_lr,
+            warmup_epochs: self.config.warmup_epochs,
+            epochs: self.config.epochs as f64,
+            iters_per_epoch: self.train.num_batches(),
+            accum_iter: self.config.accum_iter,
+        };
+        let accum = self.config.accum_iter;
+        let classes = self.config.model.num_classes;
+        let mut progress = Progress::new(
+            self.progress,
+            epoch,
+            self.config.epochs,
+            self.train.num_batches(),
+        );
+        let start = Instant::now();
+        let (mut sum_loss, mut sum_lr, mut images, mut done) = (0.0, 0.0, 0usize, 0usize);
+        let mut pending: Option<(Tensor<B::InnerBackend, 2>, Tensor<B::InnerBackend, 1>)> = None;
+        for (it, batch) in self.train.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let n = batch.len();
+            let lr = schedule.lr_at(epoch, it);
+            let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+            let (x, _) = batch.into_tensors::<B::InnerBackend>(&self.device);
+            let features = Tensor::<B, 2>::from_inner(self.frozen.embed(x)?);
+            let targets = Tensor::<B, 2>::from_data(
+                TensorData::new(one_hot_targets(&labels, classes, 0.0), [n, classes]),
+                &self.device,
+            );
+            let loss = soft_target_cross_entropy(self.model.head(features, true), targets);
+            let value = loss.clone().into_scalar().elem::<f64>();
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    iteration: it,
+                    value,
+                    checkpoint: self.out_dir.join(CHECKPOINT_FILE).display().to_string(),
+                });
+            }
+            let grads = loss.div_scalar(accum as f64).backward();
+            let head = &self.model.encoder.head;
+            let gw = head.weight.val().grad(&grads);
+            let gb = head.bias.as_ref().and_then(|b| b.val().grad(&grads));
+            let (Some(gw), Some(gb)) = (gw, gb) else {
+                return Err(TrainError::InvalidConfig {
+                    field: "model",
+                    reason: "the probe's head received no gradient".into(),
+                });
+            };
+            pending = Some(match pending.take() {
+                Some((w, b)) => (w + gw, b + gb),
+                None => (gw, gb),
+            });
+            if (it + 1) % accum == 0
+                && let Some((gw, gb)) = pending.take()
+            {
+                self.lars_step(gw, gb, lr);
+            }
+            sum_loss += value;
+            sum_lr += lr;
+            images += n;
+            done += 1;
+            progress.update(done, images, sum_loss / done as f64);
+        }
+        progress.finish();
+        let seconds = start.elapsed().as_secs_f64();
+        let report = self.evaluate()?;
+        let d = done.max(1) as f64;
+        let log = ClassifierLog {
+            epoch,
+            lr: sum_lr / d,
+            train_loss: sum_loss / d,
+            test_loss: report.map(|r| r.loss),
+            test_acc1: report.map(|r| r.acc1),
+            test_acc5: report.map(|r| r.acc5),
+            n_parameters: self.config.model.embed_dim * classes + classes,
+            images_per_sec: images as f64 / seconds.max(1e-9),
+            seconds,
+            images_seen: self.history.last().map_or(0, |h| h.images_seen) + images as u64,
+        };
+        append_jsonl(&self.out_dir.join(LOG_FILE), &log)?;
+        self.history.push(log.clone());
+        let is_best = log
+            .test_acc1
+            .is_some_and(|a| self.best_acc1.is_none_or(|b| a >= b));
+        if is_best {
+            self.best_acc1 = log.test_acc1;
+        }
+        self.save(CHECKPOINT_FILE)?;
+        if is_best {
+            self.save(BEST_FILE)?;
+        }
+        Ok(log)
+    }
+
+    fn lars_step(
+        &mut self,
+        gw: Tensor<B::InnerBackend, 2>,
+        gb: Tensor<B::InnerBackend, 1>,
+        lr: f64,
+    ) {
+        let cfg = self.config.lars;
+        let head = &mut self.model.encoder.head;
+        let (w, mw) = lars_update(
+            head.weight.val().inner(),
+            gw,
+            self.mu_weight.take(),
+            lr,
+            &cfg,
+        );
+        head.weight = Param::initialized(head.weight.id, Tensor::from_inner(w).require_grad());
+        self.mu_weight = Some(mw);
+        if let Some(bias) = head.bias.take() {
+            let (b, mb) = lars_update(bias.val().inner(), gb, self.mu_bias.take(), lr, &cfg);
+            head.bias = Some(Param::initialized(
+                bias.id,
+                Tensor::from_inner(b).require_grad(),
+            ));
+            self.mu_bias = Some(mb);
+        }
+    }
+
+    /// Loss and top-1/top-5 on the validation split (BatchNorm with running statistics).
+    pub fn evaluate(&self) -> Result<Option<EvalReport>> {
+        let Some(val) = &self.val else {
+            return Ok(None);
+        };
+        let bn = self.model.bn.valid();
+        let head = self.model.encoder.head.valid();
+        let report = evaluate::<B::InnerBackend>(val, &self.device, |x| {
+            let features = self.frozen.embed(x)?;
+            Ok(head.forward(bn.forward(features, false)))
+        })?;
+        Ok(Some(report))
+    }
+
+    fn save(&self, file: &str) -> Result<PathBuf> {
+        let path = self.out_dir.join(file);
+        let meta = ClassifierMeta {
+            format: 1,
+            kind: ClassifierKind::Linprobe,
+            model: self.config.model.clone(),
+            data: self.config.data.clone(),
+            classes: self.classes.clone(),
+            epochs_done: self.history.len(),
+            history: self.history.clone(),
+            best_acc1: self.best_acc1,
+            recipe: serde_json::to_value(&self.config).unwrap_or_default(),
+        };
+        let bad = |e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: e,
+        };
+        let parts = CheckpointParts {
+            meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
+            model: Recorder::<B>::record(&Rec::new(), self.model.clone().into_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+            optim_decay: Vec::new(),
+            optim_no_decay: Vec::new(),
+        };
+        write_atomic(&path, &parts.encode())?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn lars_step_equals_its_formula() {
+        let dev = Default::default();
+        let p = [[1.0f32, -2.0], [0.5, 3.0]];
+        let g = [[0.1f32, 0.2], [-0.3, 0.4]];
+        let cfg = LarsConfig {
+            weight_decay: 0.05,
+            momentum: 0.9,
+            trust_coefficient: 0.001,
+        };
+        let t = |v: [[f32; 2]; 2]| Tensor::<Flex, 2>::from_data(v, &dev);
+        let (p1, mu1) = lars_update(t(p), t(g), None, 0.5, &cfg);
+        let (p2, _) = lars_update(p1.clone(), t(g), Some(mu1.clone()), 0.5, &cfg);
+        // By hand in f64.
+        let flat = |v: [[f32; 2]; 2]| v.iter().flatten().map(|&x| x as f64).collect::<Vec<_>>();
+        let step = |p: &[f64], mu: Option<&[f64]>| {
+            let d: Vec<f64> = p.iter().zip(flat(g)).map(|(p, g)| g + 0.05 * p).collect();
+            let pn = p.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let dn = d.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let q = 0.001 * pn / dn;
+            let mu: Vec<f64> = d
+                .iter()
+                .enumerate()
+                .map(|(i, d)| mu.map_or(0.0, |m| 0.9 * m[i]) + d * q)
+                .collect();
+            let p: Vec<f64> = p.iter().zip(&mu).map(|(p, m)| p - 0.5 * m).collect();
+            (p, mu)
+        };
+        let (want1, want_mu1) = step(&flat(p), None);
+        let (want2, _) = step(&want1, Some(&want_mu1));
+        let got = |t: Tensor<Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
+        for (a, b) in got(p1).iter().zip(&want1).chain(got(p2).iter().zip(&want2)) {
+            assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // 1-D: no weight decay and no trust scaling, plain momentum.
+        let b = Tensor::<Flex, 1>::from_data([1.0f32, 2.0], &dev);
+        let gb = Tensor::<Flex, 1>::from_data([0.5f32, -1.0], &dev);
+        let (b1, _) = lars_update(b, gb, None, 0.1, &cfg);
+        let b1 = b1.into_data().to_vec::<f32>().unwrap();
+        assert!(
+            (b1[0] - 0.95).abs() < 1e-6 && (b1[1] - 2.1).abs() < 1e-6,
+            "{b1:?}"
+        );
+        // A zero parameter leaves the gradient unscaled (q = 1).
+        let z = Tensor::<Flex, 2>::zeros([2, 2], &dev);
+        let (z1, _) = lars_update(z, t(g), None, 1.0, &cfg);
+        let z1 = z1.into_data().to_vec::<f32>().unwrap();
+        assert!((z1[0] + 0.1).abs() < 1e-7 && (z1[3] + 0.4).abs() < 1e-7);
+    }
+}
