@@ -545,6 +545,54 @@ impl FinetuneConfig {
     }
 }
 
+/// One parameter group of `param_groups_lrd`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LrdGroup {
+    /// `layer_{id}_{decay|no_decay}`, as the official code names it.
+    pub name: String,
+    /// The layer id.
+    pub layer_id: usize,
+    /// `decay^(num_layers − layer_id)`.
+    pub lr_scale: f64,
+    /// The group's weight decay (0 for the no-decay set).
+    pub weight_decay: f64,
+    /// Its parameters: official key and Burn id.
+    pub params: Vec<(String, ParamId)>,
+}
+
+/// The parameter groups of `util/lr_decay.py` (`param_groups_lrd`) for a classifier of
+/// `depth` blocks: one group per (layer id, decay flag), ordered by first appearance.
+pub fn param_groups_lrd<B: Backend, M: Module<B>>(
+    model: &M,
+    weight_decay: f64,
+    layer_decay: f64,
+    depth: usize,
+) -> Vec<LrdGroup> {
+    let scales = layer_scales(layer_decay, depth);
+    let num_layers = depth + 1;
+    let mut index: HashMap<(usize, bool), usize> = HashMap::new();
+    let mut groups: Vec<LrdGroup> = Vec::new();
+    for p in param_keys(model) {
+        if !p.trainable {
+            continue;
+        }
+        let id = layer_id(&p.key, num_layers);
+        let no_decay = finetune_no_weight_decay(&p.key, p.shape.len());
+        let g = *index.entry((id, no_decay)).or_insert_with(|| {
+            groups.push(LrdGroup {
+                name: format!("layer_{id}_{}", if no_decay { "no_decay" } else { "decay" }),
+                layer_id: id,
+                lr_scale: scales[id.min(scales.len() - 1)],
+                weight_decay: if no_decay { 0.0 } else { weight_decay },
+                params: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[g].params.push((p.key, p.id));
+    }
+    groups
+}
+
 type Opt<B> = OptimizerAdaptor<AdamW, VitClassifier<B>, B>;
 
 /// One optimizer group: a layer id and a decay flag.
@@ -625,32 +673,27 @@ impl<B: AutodiffBackend> Finetuner<B> {
             )?),
             _ => None,
         };
-        // Parameter groups of `param_groups_lrd`: (layer id, decay?) → lr scale, weight decay.
-        let scales = layer_scales(config.layer_decay, config.model.depth);
-        let num_layers = config.model.depth + 1;
-        let mut index: HashMap<(usize, bool), usize> = HashMap::new();
+        let lrd = param_groups_lrd(
+            &model,
+            config.weight_decay,
+            config.layer_decay,
+            config.model.depth,
+        );
         let mut groups = Vec::new();
         let mut group_of = HashMap::new();
-        for p in param_keys(&model) {
-            if !p.trainable {
-                continue;
-            }
-            let id = layer_id(&p.key, num_layers);
-            let no_decay = finetune_no_weight_decay(&p.key, p.shape.len());
-            let g = *index.entry((id, no_decay)).or_insert_with(|| {
-                let wd = if no_decay { 0.0 } else { config.weight_decay };
-                groups.push(Group {
-                    scale: scales[id],
-                    opt: AdamWConfig::new()
-                        .with_beta_1(config.betas.0 as f32)
-                        .with_beta_2(config.betas.1 as f32)
-                        .with_epsilon(config.eps as f32)
-                        .with_weight_decay(wd as f32)
-                        .init::<B, VitClassifier<B>>(),
-                });
-                groups.len() - 1
+        for (g, group) in lrd.iter().enumerate() {
+            groups.push(Group {
+                scale: group.lr_scale,
+                opt: AdamWConfig::new()
+                    .with_beta_1(config.betas.0 as f32)
+                    .with_beta_2(config.betas.1 as f32)
+                    .with_epsilon(config.eps as f32)
+                    .with_weight_decay(group.weight_decay as f32)
+                    .init::<B, VitClassifier<B>>(),
             });
-            group_of.insert(p.id, g);
+            for (_, id) in &group.params {
+                group_of.insert(*id, g);
+            }
         }
         let out_dir = out_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
