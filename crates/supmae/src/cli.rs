@@ -5,9 +5,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
+use supmae_data::{AnySource, DataLoader, FolderDataset, ImageNet, LoaderConfig, ScanOptions};
 use supmae_data::{DEFAULT_MAX_PIXELS, ImageSource, check_dataset};
-use supmae_model::{MAE_PRESETS, MaeConfig};
-use supmae_train::{DataSpec, PretrainConfig, Pretrainer, ProgressMode, load_data};
+use supmae_model::checkpoint::{KeyPolicy, StateDict, load_state_dict};
+use supmae_model::{MAE_PRESETS, MaeConfig, VitConfig};
+use supmae_train::classifier::{
+    Classifier, classifier_transforms, evaluate, read_classifier_checkpoint,
+};
+use supmae_train::finetune::is_native_checkpoint;
+use supmae_train::{
+    ClassifierLog, DataSpec, EvalReport, FinetuneConfig, Finetuner, Init, LinearProber,
+    LinprobeConfig, PretrainConfig, Pretrainer, ProgressMode, load_classifier, load_data,
+};
 
 use crate::backend::{BackendJob, BackendKind, run_on};
 
@@ -17,10 +26,101 @@ supmae: supervised masked autoencoders (SupMAE, MAE) in Rust
 
 USAGE:
     supmae pretrain [OPTIONS]      pre-train a SupMAE or MAE
+    supmae finetune [OPTIONS]      fine-tune a ViT classifier from a pre-training checkpoint
+    supmae linprobe [OPTIONS]      train a linear probe on a frozen pre-trained encoder
+    supmae eval [OPTIONS]          top-1 / top-5 of a fine-tuned or probed checkpoint
     supmae data check <ROOT>       scan a dataset and report classes, counts and bad files
     supmae help [COMMAND]          this help, or a command's
 
-Run `supmae pretrain --help` for the pre-training options.";
+Run `supmae <COMMAND> --help` for a command's options.";
+
+/// Help of `supmae finetune`.
+pub const FINETUNE_HELP: &str = "\
+supmae finetune: fine-tune a ViT classifier (main_finetune.py)
+
+Builds the classifier from a pre-training checkpoint (a run folder or checkpoint.ckpt of
+`supmae pretrain`, or an official SupMAE/MAE .pth): the decoder, mask token and
+classification branch are dropped, fc_norm and the head (std 2e-5) are fresh, pos_embed is
+resampled when the resolution differs. Without --checkpoint the classifier trains from
+scratch (supervised baseline).
+
+With no options, fine-tunes the small Fashion-MNIST model on the embedded subset (10
+epochs). On other data the defaults are SupMAE's released recipe (ViT-B/16, 100 epochs).
+
+OPTIONS:
+    --checkpoint <PATH>      pre-training checkpoint (run folder, .ckpt, or official .pth)
+    --data <DATA>            fashion-mnist[:DIR], embedded (default), or an ImageNet-style
+                             folder (train/ + val/)
+    --model <MODEL>          a ViT preset (vit_base_patch16, ...) or a JSON VitConfig, for
+                             official .pth files and --checkpoint-less runs [default: the
+                             checkpoint's encoder, else vit_base_patch16 / the small model]
+    --cls-token              pool with the cls token + norm instead of the global average
+    --epochs <N>             [default: 100; Fashion-MNIST 10]
+    --batch-size <N>         images per micro-batch [default: 32; Fashion-MNIST 128]
+    --accum-iter <N>         micro-batches per step [default: 4; Fashion-MNIST 1]
+    --blr <F>                base lr: lr = blr * batch * accum / 256
+                             [default: 1e-3; Fashion-MNIST 4e-3]
+    --lr <F>                 absolute lr (overrides --blr)
+    --min-lr <F>             final lr of the cosine [default: 1e-6]
+    --warmup-epochs <F>      [default: 5; Fashion-MNIST 1]
+    --weight-decay <F>       [default: 0.05]
+    --layer-decay <F>        layer-wise lr decay [default: 0.65; Fashion-MNIST 0.75]
+    --drop-path <F>          stochastic depth [default: 0.1]
+    --mixup <F>              Mixup alpha, 0 = off [default: 0.8; Fashion-MNIST 0]
+    --cutmix <F>             CutMix alpha, 0 = off [default: 1.0; Fashion-MNIST 0]
+    --mixup-prob <F>         probability of mixing a batch [default: 1.0]
+    --mixup-switch-prob <F>  probability of CutMix when both are on [default: 0.5]
+    --smoothing <F>          label smoothing [default: 0.1]
+    --aa <SPEC|none>         RandAugment [default: rand-m9-mstd0.5-inc1; Fashion-MNIST none]
+    --reprob <F>             random-erasing probability [default: 0.25; Fashion-MNIST 0]
+    --seed <N>               [default: 0]
+    --threads <N>            data-loading threads, 0 = all cores [default: 0]
+    --no-eval                skip the per-epoch validation
+    --backend <NAME>         flex, wgpu, vulkan or cuda, if compiled in
+    --out <DIR>              run folder: config.json, log.jsonl, checkpoint.ckpt, best.ckpt
+                             [default: runs/finetune]";
+
+/// Help of `supmae linprobe`.
+pub const LINPROBE_HELP: &str = "\
+supmae linprobe: linear probe on a frozen encoder (main_linprobe.py)
+
+Loads the encoder of a pre-training checkpoint (cls-token features after the final norm),
+adds BatchNorm (no affine, eps 1e-6) + Linear (std 0.01) and trains only those with LARS
+(momentum 0.9, trust coefficient 0.001, no weight decay), warmup + cosine.
+
+OPTIONS:
+    --checkpoint <PATH>      pre-training checkpoint (run folder, .ckpt, or official .pth)
+                             [required, unless --scratch for a random-encoder baseline]
+    --scratch                probe a randomly initialised encoder
+    --data <DATA>            as for finetune [default: embedded]
+    --model <MODEL>          ViT preset / JSON for official .pth files [default: the
+                             checkpoint's encoder, else vit_base_patch16]
+    --epochs <N>             [default: 90; Fashion-MNIST 10]
+    --batch-size <N>         [default: 512; Fashion-MNIST 256]
+    --accum-iter <N>         [default: 1]
+    --blr <F>                base lr [default: 0.1]
+    --lr <F>                 absolute lr (overrides --blr)
+    --min-lr <F>             [default: 0]
+    --warmup-epochs <F>      [default: 10; Fashion-MNIST 1]
+    --weight-decay <F>       LARS weight decay of the weight matrix [default: 0]
+    --seed, --threads, --no-eval, --backend as for finetune
+    --out <DIR>              [default: runs/linprobe]";
+
+/// Help of `supmae eval`.
+pub const EVAL_HELP: &str = "\
+supmae eval: top-1 / top-5 and loss of a classifier on a validation split
+
+OPTIONS:
+    --checkpoint <PATH>      a fine-tuning or linear-probing run folder (its best.ckpt) or
+                             .ckpt file, or an official fine-tuned .pth
+                             (mae_finetuned_vit_*, supmae_vitb_ft_100e.pth)
+    --data <DATA>            fashion-mnist[:DIR], embedded, an ImageNet root (its val/ is
+                             used) or a folder of class sub-folders [default: the data the
+                             checkpoint was trained on; required for .pth files]
+    --model <MODEL>          ViT preset of an official .pth [default: vit_base_patch16]
+    --batch-size <N>         [default: 64]
+    --threads <N>            data-loading threads [default: 0]
+    --backend <NAME>         flex, wgpu, vulkan or cuda, if compiled in";
 
 /// Help of `supmae pretrain`.
 pub const PRETRAIN_HELP: &str = "\
@@ -85,7 +185,7 @@ pub struct Options {
     switches: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["resume", "no-eval", "help"];
+const SWITCHES: &[&str] = &["resume", "no-eval", "help", "cls-token", "scratch"];
 const VALUED: &[&str] = &[
     "data",
     "model",
@@ -104,6 +204,16 @@ const VALUED: &[&str] = &[
     "threads",
     "backend",
     "out",
+    "checkpoint",
+    "layer-decay",
+    "drop-path",
+    "mixup",
+    "cutmix",
+    "mixup-prob",
+    "mixup-switch-prob",
+    "smoothing",
+    "aa",
+    "reprob",
 ];
 
 impl Options {
@@ -424,4 +534,484 @@ pub fn pretrain_help() -> String {
         help.push('\n');
     }
     help
+}
+
+fn cli<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, CliError> {
+    r.map_err(|e| CliError(e.to_string()))
+}
+
+/// The classifier shape for `opts`: the checkpoint's encoder for one of ours, else
+/// `--model` (preset or JSON), else the default for the data.
+fn classifier_model(
+    opts: &Options,
+    data: &DataSpec,
+    classes: usize,
+    global_pool: bool,
+) -> Result<VitConfig, CliError> {
+    let checkpoint = opts.get("checkpoint").map(PathBuf::from);
+    let from_model_flag = |name: &str| -> Result<VitConfig, CliError> {
+        let path = PathBuf::from(name);
+        if path.extension().is_some_and(|e| e == "json") || path.is_file() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CliError(format!("--model {name}: {e}")))?;
+            serde_json::from_str(&text)
+                .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
+        } else {
+            VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}")))
+        }
+    };
+    let model = match (&checkpoint, opts.get("model")) {
+        (Some(path), _) if is_native_checkpoint(path) => {
+            let file = if path.is_dir() {
+                path.join(supmae_train::pretrain::CHECKPOINT_FILE)
+            } else {
+                path.clone()
+            };
+            let parts = cli(supmae_train::checkpoint::CheckpointParts::read(&file))?;
+            let meta: serde_json::Value = serde_json::from_slice(&parts.meta).map_err(|e| {
+                CliError(format!(
+                    "--checkpoint {}: bad metadata: {e}",
+                    file.display()
+                ))
+            })?;
+            let pre: MaeConfig = meta
+                .get("config")
+                .and_then(|c| c.get("model"))
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
+                .ok_or_else(|| {
+                    CliError(format!(
+                        "--checkpoint {}: not a pre-training checkpoint (use `supmae eval` \
+                         for fine-tuned or probed ones)",
+                        file.display()
+                    ))
+                })?;
+            pre.classifier(classes, global_pool)
+        }
+        (_, Some(name)) => from_model_flag(name)?
+            .with_num_classes(classes)
+            .with_global_pool(global_pool),
+        (None, None) if data.is_fashion_mnist() => PretrainConfig::fashion_mnist_cpu()
+            .model
+            .classifier(classes, global_pool),
+        (_, None) => VitConfig::vit_base_patch16()
+            .with_num_classes(classes)
+            .with_global_pool(global_pool),
+    };
+    Ok(model)
+}
+
+fn init_of(opts: &Options) -> Init {
+    match opts.get("checkpoint") {
+        Some(path) => Init::Pretrained {
+            path: PathBuf::from(path),
+        },
+        None => Init::Scratch,
+    }
+}
+
+/// Builds the fine-tuning recipe from the options (data classes decide the head size).
+pub fn finetune_config(opts: &Options, classes: usize) -> Result<FinetuneConfig, CliError> {
+    let data = DataSpec::parse(opts.get("data"));
+    let mut model = classifier_model(opts, &data, classes, !opts.has("cls-token"))?;
+    if let Some(v) = opts.parsed("drop-path")? {
+        model = model.with_drop_path_rate(v);
+    }
+    let init = init_of(opts);
+    let mut c = if data.is_fashion_mnist() {
+        FinetuneConfig::fashion_mnist_cpu(model, init, data)
+    } else {
+        FinetuneConfig::recipe(model, init, data)
+    };
+    if let Some(v) = opts.parsed("epochs")? {
+        c.epochs = v;
+        c.warmup_epochs = c.warmup_epochs.min(v as f64);
+    }
+    if let Some(v) = opts.parsed("batch-size")? {
+        c.batch_size = v;
+    }
+    if let Some(v) = opts.parsed("accum-iter")? {
+        c.accum_iter = v;
+    }
+    if let Some(v) = opts.parsed("blr")? {
+        c.blr = v;
+    }
+    if let Some(v) = opts.parsed::<f64>("lr")? {
+        c.lr = Some(v);
+    }
+    if let Some(v) = opts.parsed("min-lr")? {
+        c.min_lr = v;
+    }
+    if let Some(v) = opts.parsed("warmup-epochs")? {
+        c.warmup_epochs = v;
+    }
+    if let Some(v) = opts.parsed("weight-decay")? {
+        c.weight_decay = v;
+    }
+    if let Some(v) = opts.parsed("layer-decay")? {
+        c.layer_decay = v;
+    }
+    if let Some(v) = opts.parsed("mixup")? {
+        c.mixup.mixup_alpha = v;
+    }
+    if let Some(v) = opts.parsed("cutmix")? {
+        c.mixup.cutmix_alpha = v;
+    }
+    if let Some(v) = opts.parsed("mixup-prob")? {
+        c.mixup.prob = v;
+    }
+    if let Some(v) = opts.parsed("mixup-switch-prob")? {
+        c.mixup.switch_prob = v;
+    }
+    if let Some(v) = opts.parsed("smoothing")? {
+        c.mixup.smoothing = v;
+    }
+    if let Some(v) = opts.get("aa") {
+        c.rand_augment = (v != "none").then(|| v.to_string());
+    }
+    if let Some(v) = opts.parsed("reprob")? {
+        c.reprob = v;
+    }
+    if let Some(v) = opts.parsed("seed")? {
+        c.seed = v;
+    }
+    if let Some(v) = opts.parsed("threads")? {
+        c.data_threads = v;
+    }
+    if opts.has("no-eval") {
+        c.eval = false;
+    }
+    cli(c.validate())?;
+    Ok(c)
+}
+
+/// Builds the linear-probing recipe from the options.
+pub fn linprobe_config(opts: &Options, classes: usize) -> Result<LinprobeConfig, CliError> {
+    let data = DataSpec::parse(opts.get("data"));
+    if opts.get("checkpoint").is_none() && !opts.has("scratch") {
+        return err(
+            "--checkpoint is required (a pre-training run folder, .ckpt or official .pth); \
+             pass --scratch to probe a random encoder",
+        );
+    }
+    let model = classifier_model(opts, &data, classes, false)?;
+    let fashion = data.is_fashion_mnist();
+    let mut c = LinprobeConfig::recipe(model, init_of(opts), data);
+    if fashion {
+        c.epochs = 10;
+        c.warmup_epochs = 1.0;
+        c.batch_size = 256;
+    }
+    if let Some(v) = opts.parsed("epochs")? {
+        c.epochs = v;
+        c.warmup_epochs = c.warmup_epochs.min(v as f64);
+    }
+    if let Some(v) = opts.parsed("batch-size")? {
+        c.batch_size = v;
+    }
+    if let Some(v) = opts.parsed("accum-iter")? {
+        c.accum_iter = v;
+    }
+    if let Some(v) = opts.parsed("blr")? {
+        c.blr = v;
+    }
+    if let Some(v) = opts.parsed::<f64>("lr")? {
+        c.lr = Some(v);
+    }
+    if let Some(v) = opts.parsed("min-lr")? {
+        c.min_lr = v;
+    }
+    if let Some(v) = opts.parsed("warmup-epochs")? {
+        c.warmup_epochs = v;
+    }
+    if let Some(v) = opts.parsed("weight-decay")? {
+        c.lars.weight_decay = v;
+    }
+    if let Some(v) = opts.parsed("seed")? {
+        c.seed = v;
+    }
+    if let Some(v) = opts.parsed("threads")? {
+        c.data_threads = v;
+    }
+    if opts.has("no-eval") {
+        c.eval = false;
+    }
+    cli(c.validate())?;
+    Ok(c)
+}
+
+/// The outcome of a fine-tuning or linear-probing run.
+#[derive(Debug, Clone)]
+pub struct ClassifierSummary {
+    /// Where the run lives.
+    pub out_dir: PathBuf,
+    /// Per-epoch logs.
+    pub history: Vec<ClassifierLog>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+enum ClassifierRecipe {
+    Finetune(FinetuneConfig),
+    Linprobe(LinprobeConfig),
+}
+
+struct ClassifierJob {
+    recipe: ClassifierRecipe,
+    train: AnySource,
+    val: Option<AnySource>,
+    out_dir: PathBuf,
+}
+
+fn print_epoch(log: &ClassifierLog, total: usize) {
+    let val = match (log.test_acc1, log.test_acc5, log.test_loss) {
+        (Some(a1), Some(a5), Some(l)) => {
+            format!(", val top-1 {a1:.2}% top-5 {a5:.2}% loss {l:.4}")
+        }
+        _ => String::new(),
+    };
+    eprintln!(
+        "epoch {}/{}: train_loss {:.4} lr {:.2e}, {:.0} img/s{val}",
+        log.epoch + 1,
+        total,
+        log.train_loss,
+        log.lr,
+        log.images_per_sec
+    );
+}
+
+fn print_load_report(report: Option<&supmae_model::checkpoint::LoadReport>) {
+    if let Some(r) = report {
+        let join = |s: &std::collections::BTreeSet<String>| {
+            s.iter().cloned().collect::<Vec<_>>().join(", ")
+        };
+        eprintln!(
+            "loaded {} tensors; fresh: {}; ignored: {} keys",
+            r.applied.len(),
+            join(&r.missing),
+            r.unused.len()
+        );
+    }
+}
+
+impl BackendJob for ClassifierJob {
+    type Output = Result<ClassifierSummary, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let start = std::time::Instant::now();
+        let progress = ProgressMode::auto();
+        let history = match self.recipe {
+            ClassifierRecipe::Finetune(config) => {
+                let total = config.epochs;
+                let mut t = cli(Finetuner::<B>::new(
+                    config,
+                    self.train,
+                    self.val,
+                    &self.out_dir,
+                    device,
+                ))?
+                .with_progress(progress);
+                print_load_report(t.load_report());
+                while t.history().len() < total {
+                    let log = cli(t.run_epoch())?;
+                    print_epoch(&log, total);
+                }
+                t.history().to_vec()
+            }
+            ClassifierRecipe::Linprobe(config) => {
+                let total = config.epochs;
+                let mut t = cli(LinearProber::<B>::new(
+                    config,
+                    self.train,
+                    self.val,
+                    &self.out_dir,
+                    device,
+                ))?
+                .with_progress(progress);
+                print_load_report(t.load_report());
+                while t.history().len() < total {
+                    let log = cli(t.run_epoch())?;
+                    print_epoch(&log, total);
+                }
+                t.history().to_vec()
+            }
+        };
+        Ok(ClassifierSummary {
+            out_dir: self.out_dir,
+            history,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn classifier_command(args: &[String], linprobe: bool) -> Result<ClassifierSummary, CliError> {
+    let opts = Options::parse(args)?;
+    let kind = backend(&opts)?;
+    let data = DataSpec::parse(opts.get("data"));
+    let (train, val) = cli(load_data(&data))?;
+    let classes = train.classes().len().max(2);
+    let recipe = if linprobe {
+        ClassifierRecipe::Linprobe(linprobe_config(&opts, classes)?)
+    } else {
+        ClassifierRecipe::Finetune(finetune_config(&opts, classes)?)
+    };
+    let default_out = if linprobe {
+        "runs/linprobe"
+    } else {
+        "runs/finetune"
+    };
+    let out_dir = PathBuf::from(opts.get("out").unwrap_or(default_out));
+    eprintln!(
+        "backend: {kind}; {} on {} training images ({} classes); run folder {}",
+        if linprobe {
+            "linear probing"
+        } else {
+            "fine-tuning"
+        },
+        train.len(),
+        train.classes().len(),
+        out_dir.display()
+    );
+    let job = ClassifierJob {
+        recipe,
+        train,
+        val,
+        out_dir,
+    };
+    cli(run_on(kind, job))?
+}
+
+/// `supmae finetune ...`
+pub fn finetune(args: &[String]) -> Result<ClassifierSummary, CliError> {
+    classifier_command(args, false)
+}
+
+/// `supmae linprobe ...`
+pub fn linprobe(args: &[String]) -> Result<ClassifierSummary, CliError> {
+    classifier_command(args, true)
+}
+
+/// The validation images of `data`: Fashion-MNIST's test split, an ImageNet root's `val/`,
+/// or a plain folder of class sub-folders.
+fn eval_source(data: &DataSpec) -> Result<AnySource, CliError> {
+    Ok(match data {
+        DataSpec::Folder { path } if !path.join("val").is_dir() => {
+            let opts = ScanOptions::default();
+            AnySource::Folder(cli(FolderDataset::scan(path, &opts))?.0)
+        }
+        DataSpec::Folder { path } => {
+            let opts = ScanOptions::default();
+            AnySource::Folder(cli(ImageNet::val(path, &opts))?.0)
+        }
+        other => cli(load_data(other))?
+            .1
+            .ok_or_else(|| CliError("the data has no validation split".into()))?,
+    })
+}
+
+struct EvalJob {
+    checkpoint: PathBuf,
+    data: Option<DataSpec>,
+    model: Option<String>,
+    batch_size: usize,
+    threads: usize,
+}
+
+impl BackendJob for EvalJob {
+    type Output = Result<(EvalReport, String), CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let (classifier, model, data, what) =
+            if is_native_checkpoint(&self.checkpoint) || self.checkpoint.is_dir() {
+                let (clf, meta) = cli(load_classifier::<I<B>>(&self.checkpoint, &device))?;
+                let what = format!(
+                    "{} checkpoint, {} epochs, {} classes",
+                    match meta.kind {
+                        supmae_train::ClassifierKind::Finetune => "fine-tuned",
+                        supmae_train::ClassifierKind::Linprobe => "linear-probe",
+                    },
+                    meta.epochs_done,
+                    meta.model.num_classes
+                );
+                let data = self.data.unwrap_or(meta.data);
+                (clf, meta.model, data, what)
+            } else {
+                let Some(data) = self.data else {
+                    return err("--data is required to evaluate an official .pth checkpoint");
+                };
+                let state = cli(StateDict::from_pytorch(&self.checkpoint))?;
+                let Some(head) = state.shape("head.weight") else {
+                    return err(format!(
+                        "{}: no `head.weight`: not a fine-tuned classifier (a pre-training \
+                     checkpoint goes to `supmae finetune --checkpoint`)",
+                        self.checkpoint.display()
+                    ));
+                };
+                let name = self.model.as_deref().unwrap_or("vit_base_patch16");
+                let model = VitConfig::preset(name)
+                    .map_err(|e| CliError(format!("--model: {e}")))?
+                    .with_num_classes(head.first().copied().unwrap_or(0))
+                    .with_global_pool(state.contains("fc_norm.weight"));
+                let vit = cli(model.init::<I<B>>(&device))?;
+                let (vit, _) = cli(load_state_dict(vit, &state, &KeyPolicy::default()))?;
+                let what = format!(
+                    "official fine-tuned {name} ({} pool, {} classes)",
+                    if model.global_pool {
+                        "global"
+                    } else {
+                        "cls-token"
+                    },
+                    model.num_classes
+                );
+                (Classifier::Vit(vit), model, data, what)
+            };
+        let source = eval_source(&data)?;
+        let (_, eval_t) = cli(classifier_transforms(
+            &data,
+            &model,
+            supmae_data::Transform::pretrain(model.img_size as u32),
+        ))?;
+        let loader = cli(DataLoader::new(
+            std::sync::Arc::new(source),
+            eval_t,
+            LoaderConfig {
+                shuffle: false,
+                drop_last: false,
+                threads: self.threads,
+                ..LoaderConfig::new(self.batch_size)
+            },
+        ))?;
+        let report = cli(evaluate::<I<B>>(&loader, &device, |x| {
+            classifier.forward(x)
+        }))?;
+        Ok((report, what))
+    }
+}
+
+/// `supmae eval ...`: the report and a description of the checkpoint.
+pub fn eval(args: &[String]) -> Result<(EvalReport, String), CliError> {
+    let opts = Options::parse(args)?;
+    let kind = backend(&opts)?;
+    let Some(checkpoint) = opts.get("checkpoint") else {
+        return err("--checkpoint is required (see `supmae eval --help`)");
+    };
+    let checkpoint = PathBuf::from(checkpoint);
+    if !checkpoint.exists() {
+        return err(format!(
+            "--checkpoint {}: no such file or folder",
+            checkpoint.display()
+        ));
+    }
+    if checkpoint.is_file() && is_native_checkpoint(&checkpoint) {
+        // Fail early and clearly on a pre-training checkpoint.
+        cli(read_classifier_checkpoint(&checkpoint))?;
+    }
+    let job = EvalJob {
+        checkpoint,
+        data: opts.get("data").map(|d| DataSpec::parse(Some(d))),
+        model: opts.get("model").map(str::to_string),
+        batch_size: opts.parsed("batch-size")?.unwrap_or(64),
+        threads: opts.parsed("threads")?.unwrap_or(0),
+    };
+    cli(run_on(kind, job))?
 }

@@ -261,4 +261,177 @@ fn pretrain_runs_on_an_imagenet_layout_tree() {
         config["model"]["cls_head"]["num_classes"], 2,
         "the head follows the dataset"
     );
+
+    // Fine-tune with the full ImageNet recipe (RandAugment, Mixup/CutMix, erasing), probe,
+    // and evaluate, all on the same tree.
+    let ft = root.join("ft");
+    let stdout = ok(&[
+        "finetune",
+        "--checkpoint",
+        out_dir.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--accum-iter",
+        "1",
+        "--warmup-epochs",
+        "1",
+        "--out",
+        ft.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("best validation top-1"), "{stdout}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["rand_augment"], "rand-m9-mstd0.5-inc1");
+    assert_eq!(config["mixup"]["mixup_alpha"], 0.8);
+    assert_eq!(config["model"]["num_classes"], 2);
+    let lp = root.join("lp");
+    ok(&[
+        "linprobe",
+        "--checkpoint",
+        out_dir.to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        lp.to_str().unwrap(),
+    ]);
+    for run in [&ft, &lp] {
+        let stdout = ok(&[
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--data",
+            root.to_str().unwrap(),
+        ]);
+        assert!(stdout.contains("on 2 images"), "{stdout}");
+    }
+}
+
+/// Runs `supmae args`, asserting success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = supmae(args);
+    assert!(
+        out.status.success(),
+        "supmae {args:?} failed:\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn percent_after(stdout: &str, label: &str) -> f64 {
+    let rest = &stdout[stdout
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {stdout}"))
+        + label.len()..];
+    rest.trim_start()
+        .split('%')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn finetune_linprobe_and_eval_run_on_the_embedded_default() {
+    let dir = scratch("embedded-ft");
+    let model = tiny_model(&dir);
+    let pre = dir.join("pre");
+    ok(&[
+        "pretrain",
+        "--model",
+        model.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--no-eval",
+        "--out",
+        pre.to_str().unwrap(),
+    ]);
+    let ft = dir.join("ft");
+    let stdout = ok(&[
+        "finetune",
+        "--checkpoint",
+        pre.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--out",
+        ft.to_str().unwrap(),
+    ]);
+    let best = percent_after(&stdout, "best validation top-1:");
+    // Ten classes: three epochs on 10,000 images are far above chance (10%).
+    assert!(best > 40.0, "{stdout}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["embed_dim"], 16, "the checkpoint's encoder");
+    assert_eq!(config["layer_decay"], 0.75);
+    let lp = dir.join("lp");
+    let stdout = ok(&[
+        "linprobe",
+        "--checkpoint",
+        pre.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        lp.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("best validation top-1"), "{stdout}");
+    // eval reproduces the fine-tuning run's best accuracy from its folder.
+    let stdout = ok(&["eval", "--checkpoint", ft.to_str().unwrap()]);
+    assert!(stdout.contains("fine-tuned checkpoint"), "{stdout}");
+    assert!(stdout.contains("on 2000 images"), "{stdout}");
+    assert!(
+        (percent_after(&stdout, "top-1") - best).abs() < 0.01,
+        "{stdout}"
+    );
+    let stdout = ok(&[
+        "eval",
+        "--checkpoint",
+        lp.join("best.ckpt").to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("linear-probe checkpoint"), "{stdout}");
+    // Mistakes are one line.
+    assert_one_line_error(
+        &supmae(&[
+            "eval",
+            "--checkpoint",
+            pre.join("checkpoint.ckpt").to_str().unwrap(),
+        ]),
+        "not a fine-tuning or linear-probing checkpoint",
+    );
+    assert_one_line_error(
+        &supmae(&["linprobe", "--epochs", "1"]),
+        "--checkpoint is required",
+    );
+    assert_one_line_error(
+        &supmae(&["finetune", "--checkpoint", ft.to_str().unwrap()]),
+        "not a pre-training checkpoint",
+    );
+    assert_one_line_error(
+        &supmae(&[
+            "finetune",
+            "--layer-decay",
+            "1.5",
+            "--out",
+            dir.to_str().unwrap(),
+        ]),
+        "layer_decay",
+    );
+    assert_one_line_error(
+        &supmae(&[
+            "finetune",
+            "--aa",
+            "rand-m99",
+            "--out",
+            dir.to_str().unwrap(),
+        ]),
+        "rand_augment",
+    );
+    assert_one_line_error(&supmae(&["eval"]), "--checkpoint is required");
 }

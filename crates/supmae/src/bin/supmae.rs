@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         None | Some("help") | Some("--help") | Some("-h") => {
             match args.get(1).map(String::as_str) {
                 Some("pretrain") => println!("{}", cli::pretrain_help()),
+                Some("finetune") => println!("{}", cli::FINETUNE_HELP),
+                Some("linprobe") => println!("{}", cli::LINPROBE_HELP),
+                Some("eval") => println!("{}", cli::EVAL_HELP),
                 _ => println!("{}", cli::HELP),
             }
             ExitCode::SUCCESS
@@ -39,6 +42,68 @@ fn main() -> ExitCode {
                     }
                 }
                 println!("run folder: {}", summary.out_dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("finetune") if wants_help => {
+            println!("{}", cli::FINETUNE_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("linprobe") if wants_help => {
+            println!("{}", cli::LINPROBE_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("eval") if wants_help => {
+            println!("{}", cli::EVAL_HELP);
+            ExitCode::SUCCESS
+        }
+        Some(cmd @ ("finetune" | "linprobe")) => {
+            let result = if cmd == "finetune" {
+                cli::finetune(&args[1..])
+            } else {
+                cli::linprobe(&args[1..])
+            };
+            match result {
+                Ok(summary) => {
+                    let best = summary
+                        .history
+                        .iter()
+                        .filter_map(|h| h.test_acc1.map(|a| (a, h.test_acc5, h.epoch)))
+                        .fold(
+                            None,
+                            |best: Option<(f64, Option<f64>, usize)>, x| match best {
+                                Some(b) if b.0 > x.0 => Some(b),
+                                _ => Some(x),
+                            },
+                        );
+                    println!("done in {:.0}s", summary.seconds);
+                    if let Some((a1, a5, epoch)) = best {
+                        println!(
+                            "best validation top-1: {a1:.2}% (top-5 {:.2}%) at epoch {}",
+                            a5.unwrap_or(f64::NAN),
+                            epoch + 1
+                        );
+                    }
+                    println!("run folder: {}", summary.out_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("eval") => match cli::eval(&args[1..]) {
+            Ok((report, what)) => {
+                println!("{what}");
+                println!(
+                    "top-1 {:.2}%  top-5 {:.2}%  loss {:.4}  on {} images",
+                    report.acc1, report.acc5, report.loss, report.images
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
