@@ -269,6 +269,12 @@ impl LinprobeConfig {
     }
 }
 
+/// Accumulated gradients of the probe's weight and bias.
+type HeadGrads<B> = (
+    Tensor<<B as AutodiffBackend>::InnerBackend, 2>,
+    Tensor<<B as AutodiffBackend>::InnerBackend, 1>,
+);
+
 /// Trains a linear probe on a frozen encoder; writes `config.json`, `log.jsonl`,
 /// `checkpoint.ckpt` (every epoch) and `best.ckpt` (best `test_acc1`).
 pub struct LinearProber<B: AutodiffBackend> {
@@ -436,7 +442,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
         );
         let start = Instant::now();
         let (mut sum_loss, mut sum_lr, mut images, mut done) = (0.0, 0.0, 0usize, 0usize);
-        let mut pending: Option<(Tensor<B::InnerBackend, 2>, Tensor<B::InnerBackend, 1>)> = None;
+        let mut pending: Option<HeadGrads<B>> = None;
         for (it, batch) in self.train.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let n = batch.len();
