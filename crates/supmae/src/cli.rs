@@ -117,7 +117,8 @@ OPTIONS:
     --data <DATA>            fashion-mnist[:DIR], embedded, an ImageNet root (its val/ is
                              used) or a folder of class sub-folders [default: the data the
                              checkpoint was trained on; required for .pth files]
-    --model <MODEL>          ViT preset of an official .pth [default: vit_base_patch16]
+    --model <MODEL>          ViT preset or JSON VitConfig of an official .pth (classes and
+                             pooling are read from the file) [default: vit_base_patch16]
     --batch-size <N>         [default: 64]
     --threads <N>            data-loading threads [default: 0]
     --backend <NAME>         flex, wgpu, vulkan or cuda, if compiled in";
@@ -540,6 +541,19 @@ fn cli<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, CliError> {
     r.map_err(|e| CliError(e.to_string()))
 }
 
+/// `--model` for a classifier: a ViT preset name or a JSON [`VitConfig`] file.
+fn vit_model_flag(name: &str) -> Result<VitConfig, CliError> {
+    let path = PathBuf::from(name);
+    if path.extension().is_some_and(|e| e == "json") || path.is_file() {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| CliError(format!("--model {name}: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
+    } else {
+        VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}")))
+    }
+}
+
 /// The classifier shape for `opts`: the checkpoint's encoder for one of ours, else
 /// `--model` (preset or JSON), else the default for the data.
 fn classifier_model(
@@ -549,17 +563,6 @@ fn classifier_model(
     global_pool: bool,
 ) -> Result<VitConfig, CliError> {
     let checkpoint = opts.get("checkpoint").map(PathBuf::from);
-    let from_model_flag = |name: &str| -> Result<VitConfig, CliError> {
-        let path = PathBuf::from(name);
-        if path.extension().is_some_and(|e| e == "json") || path.is_file() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| CliError(format!("--model {name}: {e}")))?;
-            serde_json::from_str(&text)
-                .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
-        } else {
-            VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}")))
-        }
-    };
     let model = match (&checkpoint, opts.get("model")) {
         (Some(path), _) if is_native_checkpoint(path) => {
             let file = if path.is_dir() {
@@ -587,7 +590,7 @@ fn classifier_model(
                 })?;
             pre.classifier(classes, global_pool)
         }
-        (_, Some(name)) => from_model_flag(name)?
+        (_, Some(name)) => vit_model_flag(name)?
             .with_num_classes(classes)
             .with_global_pool(global_pool),
         (None, None) if data.is_fashion_mnist() => PretrainConfig::fashion_mnist_cpu()
@@ -948,8 +951,7 @@ impl BackendJob for EvalJob {
                     ));
                 };
                 let name = self.model.as_deref().unwrap_or("vit_base_patch16");
-                let model = VitConfig::preset(name)
-                    .map_err(|e| CliError(format!("--model: {e}")))?
+                let model = vit_model_flag(name)?
                     .with_num_classes(head.first().copied().unwrap_or(0))
                     .with_global_pool(state.contains("fc_norm.weight"));
                 let vit = cli(model.init::<I<B>>(&device))?;

@@ -312,6 +312,73 @@ fn pretrain_runs_on_an_imagenet_layout_tree() {
         ]);
         assert!(stdout.contains("on 2 images"), "{stdout}");
     }
+
+    // Official-format .pth files (the tiny parity fixtures, written by our PyTorch reference
+    // with the official key names): fine-tune from a SupMAE pre-training file, evaluate
+    // fine-tuned ViTs in both pooling modes, and refuse a pre-training file in `eval`.
+    let fixtures =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/parity/fixtures/tiny");
+    let vit = root.join("vit.json");
+    std::fs::write(
+        &vit,
+        r#"{"img_size": 32, "patch_size": 8, "in_chans": 3, "embed_dim": 64, "depth": 2,
+            "num_heads": 4, "mlp_ratio": 4.0, "num_classes": 10, "global_pool": true,
+            "drop_path_rate": 0.0, "head_init_std": 2e-5}"#,
+    )
+    .unwrap();
+    let ft_pth = root.join("ft-pth");
+    let stderr = text(
+        &supmae(&[
+            "finetune",
+            "--checkpoint",
+            fixtures.join("supmae_tiny.pth").to_str().unwrap(),
+            "--model",
+            vit.to_str().unwrap(),
+            "--data",
+            root.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--out",
+            ft_pth.to_str().unwrap(),
+        ])
+        .stderr,
+    );
+    assert!(
+        stderr.contains("fresh: fc_norm.bias, fc_norm.weight, head.bias, head.weight"),
+        "{stderr}"
+    );
+    assert!(ft_pth.join("best.ckpt").is_file(), "{stderr}");
+    for (file, pool) in [
+        ("vit_tiny_gp.pth", "global pool"),
+        ("vit_tiny_cls.pth", "cls-token pool"),
+    ] {
+        let stdout = ok(&[
+            "eval",
+            "--checkpoint",
+            fixtures.join(file).to_str().unwrap(),
+            "--model",
+            vit.to_str().unwrap(),
+            "--data",
+            root.to_str().unwrap(),
+        ]);
+        assert!(
+            stdout.contains(pool) && stdout.contains("10 classes"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("on 2 images"), "{stdout}");
+    }
+    assert_one_line_error(
+        &supmae(&[
+            "eval",
+            "--checkpoint",
+            fixtures.join("supmae_tiny.pth").to_str().unwrap(),
+            "--data",
+            root.to_str().unwrap(),
+        ]),
+        "not a fine-tuned classifier",
+    );
 }
 
 /// Runs `supmae args`, asserting success; returns stdout.
