@@ -86,6 +86,145 @@ impl StateDict {
         state
     }
 
+    /// Reads a checkpoint by its content: a safetensors file (official key names, as
+    /// `supmae convert` writes) or a PyTorch `.pth` / `.pt`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let path = path.as_ref();
+        let mut head = [0u8; 9];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .map_err(|source| CheckpointError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        // safetensors: an 8-byte little-endian header length, then a JSON object.
+        if n == 9 && head[8] == b'{' {
+            Self::from_safetensors(path)
+        } else {
+            Self::from_pytorch(path)
+        }
+    }
+
+    /// Reads a safetensors file (float tensors of any precision, integer counters).
+    pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let bad = |message: String| CheckpointError::Format {
+            path: path.clone(),
+            message,
+        };
+        let file = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (key, view) in file.tensors() {
+            use safetensors::Dtype as S;
+            let dtype = match view.dtype() {
+                S::F32 => burn::tensor::DType::F32,
+                S::F64 => burn::tensor::DType::F64,
+                S::F16 => burn::tensor::DType::F16,
+                S::BF16 => burn::tensor::DType::BF16,
+                S::I64 => burn::tensor::DType::I64,
+                S::I32 => burn::tensor::DType::I32,
+                other => {
+                    return Err(bad(format!(
+                        "tensor `{key}` has unsupported dtype {other:?}"
+                    )));
+                }
+            };
+            let data =
+                TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+            let snapshot = TensorSnapshot::from_data(
+                data,
+                key.split('.').map(str::to_string).collect(),
+                Vec::new(),
+                burn::module::ParamId::new(),
+            );
+            tensors.insert(key, snapshot);
+        }
+        if tensors.is_empty() {
+            return Err(bad("the file holds no tensors".into()));
+        }
+        Ok(Self { path, tensors })
+    }
+
+    /// Writes the state dict as safetensors (atomically: a temporary file renamed over
+    /// `path`). Float tensors are stored as F32, integer counters as I64.
+    pub fn write_safetensors(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+        let path = path.as_ref();
+        let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (key, snapshot) in &self.tensors {
+            let data = snapshot.to_data().map_err(|e| CheckpointError::DType {
+                key: key.clone(),
+                message: format!("{e:?}"),
+            })?;
+            let shape = data.shape.to_vec();
+            let (dtype, bytes) =
+                if data.dtype.is_float() {
+                    let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| {
+                        CheckpointError::DType {
+                            key: key.clone(),
+                            message: format!("{e:?}"),
+                        }
+                    })?;
+                    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    (safetensors::Dtype::F32, bytes)
+                } else {
+                    let values = data.convert::<i64>().to_vec::<i64>().map_err(|e| {
+                        CheckpointError::DType {
+                            key: key.clone(),
+                            message: format!("{e:?}"),
+                        }
+                    })?;
+                    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    (safetensors::Dtype::I64, bytes)
+                };
+            owned.push((key.clone(), dtype, shape, bytes));
+        }
+        let io = |source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut views = Vec::with_capacity(owned.len());
+        for (key, dtype, shape, bytes) in &owned {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).map_err(
+                |e| CheckpointError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("tensor `{key}`: {e}"),
+                },
+            )?;
+            views.push((key.as_str(), view));
+        }
+        let bytes = safetensors::serialize(views, None).map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let tmp = path.with_extension("safetensors.tmp");
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Every tensor read as `f32` values in PyTorch layout, integer counters included.
+    pub fn entries_f32(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, CheckpointError> {
+        self.tensors
+            .keys()
+            .map(|k| self.read_f32(k).map(|(v, s)| (k.clone(), s, v)))
+            .collect()
+    }
+
+    /// Adds an integer counter (e.g. BatchNorm's `num_batches_tracked`, a 0-d int64).
+    pub fn insert_i64(&mut self, key: &str, values: Vec<i64>, shape: Vec<usize>) {
+        let snapshot = TensorSnapshot::from_data(
+            TensorData::new(values, shape),
+            key.split('.').map(str::to_string).collect(),
+            Vec::new(),
+            burn::module::ParamId::new(),
+        );
+        self.tensors.insert(key.to_string(), snapshot);
+    }
+
     /// Where the state dict was read from.
     pub fn path(&self) -> &Path {
         &self.path
