@@ -23,6 +23,9 @@ use burn_store::pytorch::PytorchReader;
 
 use crate::error::CheckpointError;
 
+/// One tensor of a state dict: official key, PyTorch-layout shape, `f32` values.
+pub type Entry = (String, Vec<usize>, Vec<f32>);
+
 /// A PyTorch state dict read from disk: official key → tensor (read lazily).
 pub struct StateDict {
     path: PathBuf,
@@ -207,7 +210,7 @@ impl StateDict {
     }
 
     /// Every tensor read as `f32` values in PyTorch layout, integer counters included.
-    pub fn entries_f32(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, CheckpointError> {
+    pub fn entries_f32(&self) -> Result<Vec<Entry>, CheckpointError> {
         self.tensors
             .keys()
             .map(|k| self.read_f32(k).map(|(v, s)| (k.clone(), s, v)))

@@ -48,6 +48,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod embed;
 
 pub use burn;
 pub use supmae_data as data;
@@ -55,3 +56,4 @@ pub use supmae_model as model;
 pub use supmae_train as train;
 
 pub use backend::{BackendError, BackendJob, BackendKind, run_on};
+pub use embed::{EmbedError, Embedder, Prediction};
