@@ -29,6 +29,7 @@ USAGE:
     supmae finetune [OPTIONS]      fine-tune a ViT classifier from a pre-training checkpoint
     supmae linprobe [OPTIONS]      train a linear probe on a frozen pre-trained encoder
     supmae eval [OPTIONS]          top-1 / top-5 of a fine-tuned or probed checkpoint
+    supmae reconstruct [OPTIONS]   picture of masked images and their reconstructions
     supmae data check <ROOT>       scan a dataset and report classes, counts and bad files
     supmae help [COMMAND]          this help, or a command's
 
@@ -106,6 +107,28 @@ OPTIONS:
     --seed, --threads, --no-eval, --backend as for finetune
     --out <DIR>              [default: runs/linprobe]";
 
+/// Help of `supmae reconstruct`.
+pub const RECONSTRUCT_HELP: &str = "\
+supmae reconstruct: reconstruct masked images, as MAE's visualisation demo
+
+Writes a PNG with one row per image: original | masked | reconstruction | reconstruction
+with the visible patches pasted back, and prints each image's error on the removed patches
+next to the error of predicting every removed patch as its own mean colour. Predictions of
+normalised-pixel checkpoints are de-normalised with each original patch's mean and
+variance.
+
+OPTIONS:
+    --checkpoint <PATH>      a checkpoint with a decoder: a `supmae pretrain` run folder or
+                             .ckpt, or an official SupMAE / MAE full .pth or .safetensors
+    --image <FILE>           an image to reconstruct (repeat for more rows)
+    --out <FILE>             the PNG to write [default: reconstruction.png]
+    --mask-ratio <F>         share of patches removed [default: 0.75]
+    --seed <N>               seed of the masks [default: 0]
+    --scale <N>              pixel zoom of each picture [default: 1; 28 px models: 4]
+    --pixel-targets          the model predicts raw pixels (mae_visualize_*.pth names are
+                             detected)
+    --backend <NAME>         flex, wgpu, vulkan or cuda, if compiled in";
+
 /// Help of `supmae eval`.
 pub const EVAL_HELP: &str = "\
 supmae eval: top-1 / top-5 and loss of a classifier on a validation split
@@ -182,11 +205,18 @@ fn err<T>(message: impl Into<String>) -> Result<T, CliError> {
 /// Parsed `--flag value` options.
 #[derive(Debug, Default)]
 pub struct Options {
-    values: BTreeMap<String, String>,
+    values: BTreeMap<String, Vec<String>>,
     switches: Vec<String>,
 }
 
-const SWITCHES: &[&str] = &["resume", "no-eval", "help", "cls-token", "scratch"];
+const SWITCHES: &[&str] = &[
+    "resume",
+    "no-eval",
+    "help",
+    "cls-token",
+    "scratch",
+    "pixel-targets",
+];
 const VALUED: &[&str] = &[
     "data",
     "model",
@@ -215,6 +245,8 @@ const VALUED: &[&str] = &[
     "smoothing",
     "aa",
     "reprob",
+    "image",
+    "scale",
 ];
 
 impl Options {
@@ -244,7 +276,7 @@ impl Options {
                         }
                     }
                 };
-                opts.values.insert(name.to_string(), value);
+                opts.values.entry(name.to_string()).or_default().push(value);
             } else {
                 return err(format!("unknown option `--{name}` (see --help)"));
             }
@@ -258,9 +290,17 @@ impl Options {
         self.switches.iter().any(|s| s == name)
     }
 
-    /// The raw value of an option.
+    /// Every value of a repeatable option, in order.
+    pub fn get_all(&self, name: &str) -> &[String] {
+        self.values.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The raw value of an option (the last, when repeated).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(String::as_str)
     }
 
     fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, CliError> {
@@ -1014,6 +1054,87 @@ pub fn eval(args: &[String]) -> Result<(EvalReport, String), CliError> {
         model: opts.get("model").map(str::to_string),
         batch_size: opts.parsed("batch-size")?.unwrap_or(64),
         threads: opts.parsed("threads")?.unwrap_or(0),
+    };
+    cli(run_on(kind, job))?
+}
+
+/// What `supmae reconstruct` did.
+#[derive(Debug, Clone)]
+pub struct ReconstructSummary {
+    /// What was loaded.
+    pub description: String,
+    /// Per image: file, error on removed patches, error of the patch-mean prediction.
+    pub rows: Vec<(String, f64, f64)>,
+    /// The PNG written.
+    pub out: PathBuf,
+}
+
+struct ReconstructJob {
+    checkpoint: PathBuf,
+    images: Vec<String>,
+    out: PathBuf,
+    mask_ratio: f64,
+    seed: u64,
+    scale: Option<u32>,
+    pixel_targets: Option<bool>,
+}
+
+impl BackendJob for ReconstructJob {
+    type Output = Result<ReconstructSummary, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let r = cli(crate::Reconstructor::<I<B>>::load(
+            &self.checkpoint,
+            &device,
+            self.pixel_targets,
+        ))?;
+        let images = self
+            .images
+            .iter()
+            .map(|f| image::open(f).map_err(|e| CliError(format!("--image {f}: cannot read: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let recs = cli(r.reconstruct(&images, self.mask_ratio, self.seed))?;
+        let size = recs.first().map_or(224, |x| x.original.width());
+        let scale = self.scale.unwrap_or(if size < 64 { 4 } else { 1 });
+        let picture = crate::grid(&recs, scale);
+        let tmp = self.out.with_extension("tmp.png");
+        picture
+            .save(&tmp)
+            .and_then(|()| std::fs::rename(&tmp, &self.out).map_err(image::ImageError::IoError))
+            .map_err(|e| CliError(format!("--out {}: {e}", self.out.display())))?;
+        Ok(ReconstructSummary {
+            description: r.describe().to_string(),
+            rows: self
+                .images
+                .iter()
+                .zip(&recs)
+                .map(|(f, x)| (f.clone(), x.masked_mse, x.patch_mean_mse))
+                .collect(),
+            out: self.out,
+        })
+    }
+}
+
+/// `supmae reconstruct ...`
+pub fn reconstruct(args: &[String]) -> Result<ReconstructSummary, CliError> {
+    let opts = Options::parse(args)?;
+    let kind = backend(&opts)?;
+    let Some(checkpoint) = opts.get("checkpoint") else {
+        return err("--checkpoint is required (see `supmae reconstruct --help`)");
+    };
+    let images = opts.get_all("image").to_vec();
+    if images.is_empty() {
+        return err("give at least one --image <FILE>");
+    }
+    let job = ReconstructJob {
+        checkpoint: PathBuf::from(checkpoint),
+        images,
+        out: PathBuf::from(opts.get("out").unwrap_or("reconstruction.png")),
+        mask_ratio: opts.parsed("mask-ratio")?.unwrap_or(0.75),
+        seed: opts.parsed("seed")?.unwrap_or(0),
+        scale: opts.parsed("scale")?,
+        pixel_targets: opts.has("pixel-targets").then_some(true),
     };
     cli(run_on(kind, job))?
 }

@@ -55,6 +55,9 @@ pub enum EmbedError {
     /// The checkpoint has no classifier (e.g. an MAE encoder).
     #[error("{0}")]
     NoClassifier(String),
+    /// The checkpoint has no decoder, so it cannot reconstruct images.
+    #[error("{0}")]
+    CannotReconstruct(String),
 }
 
 /// One predicted class.

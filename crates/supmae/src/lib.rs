@@ -49,6 +49,7 @@
 pub mod backend;
 pub mod cli;
 pub mod embed;
+pub mod reconstruct;
 
 pub use burn;
 pub use supmae_data as data;
@@ -57,3 +58,4 @@ pub use supmae_train as train;
 
 pub use backend::{BackendError, BackendJob, BackendKind, run_on};
 pub use embed::{EmbedError, Embedder, Prediction};
+pub use reconstruct::{Reconstruction, Reconstructor, grid};

@@ -463,6 +463,56 @@ fn finetune_linprobe_and_eval_run_on_the_embedded_default() {
         lp.join("best.ckpt").to_str().unwrap(),
     ]);
     assert!(stdout.contains("linear-probe checkpoint"), "{stdout}");
+    // Reconstructions of three test images beat flat patch-mean patches on removed patches.
+    let test = FashionMnist::embedded(Split::Test).unwrap();
+    let mut args = vec![
+        "reconstruct".to_string(),
+        "--checkpoint".into(),
+        pre.to_str().unwrap().into(),
+        "--out".into(),
+        dir.join("grid.png").to_str().unwrap().into(),
+    ];
+    for i in 0..3 {
+        use supmae::data::ImageSource;
+        let img = test.load(i, 1).unwrap();
+        let file = dir.join(format!("test{i}.png"));
+        image::GrayImage::from_raw(img.width, img.height, img.pixels)
+            .unwrap()
+            .save(&file)
+            .unwrap();
+        args.extend(["--image".to_string(), file.to_str().unwrap().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stdout = ok(&args);
+    assert!(stdout.contains("normalised-pixel targets"), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("error on removed"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for row in rows {
+        let nums: Vec<f64> = row
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(nums[0] < nums[1], "{row}");
+    }
+    let grid = image::open(dir.join("grid.png")).unwrap();
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (4 * 112 + 5 * 4, 3 * 112 + 4 * 4)
+    );
+    assert_one_line_error(
+        &supmae(&[
+            "reconstruct",
+            "--checkpoint",
+            ft.to_str().unwrap(),
+            "--image",
+            "x.png",
+        ]),
+        "checkpoint",
+    );
+
     // Mistakes are one line.
     assert_one_line_error(
         &supmae(&[

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
                 Some("finetune") => println!("{}", cli::FINETUNE_HELP),
                 Some("linprobe") => println!("{}", cli::LINPROBE_HELP),
                 Some("eval") => println!("{}", cli::EVAL_HELP),
+                Some("reconstruct") => println!("{}", cli::RECONSTRUCT_HELP),
                 _ => println!("{}", cli::HELP),
             }
             ExitCode::SUCCESS
@@ -57,6 +58,27 @@ fn main() -> ExitCode {
             println!("{}", cli::LINPROBE_HELP);
             ExitCode::SUCCESS
         }
+        Some("reconstruct") if wants_help => {
+            println!("{}", cli::RECONSTRUCT_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("reconstruct") => match cli::reconstruct(&args[1..]) {
+            Ok(summary) => {
+                println!("{}", summary.description);
+                for (file, rec, flat) in &summary.rows {
+                    println!(
+                        "{file}: error on removed patches {rec:.4} vs {flat:.4} for flat patch-mean patches ({:.0}% lower)",
+                        100.0 * (1.0 - rec / flat.max(1e-12))
+                    );
+                }
+                println!("wrote {}", summary.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("eval") if wants_help => {
             println!("{}", cli::EVAL_HELP);
             ExitCode::SUCCESS
