@@ -40,6 +40,8 @@ pub struct Reconstruction {
     pub patch_mean_mse: f64,
     /// Patches removed.
     pub removed: usize,
+    /// Patches in the image.
+    pub patches: usize,
 }
 
 /// A pre-training model with its decoder, ready to reconstruct images.
@@ -225,6 +227,7 @@ impl<B: Backend> Reconstructor<B> {
                 masked_mse: rec_err[i],
                 patch_mean_mse: flat_err[i],
                 removed,
+                patches: l,
             })
             .collect())
     }
