@@ -40,10 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, r) in rows.iter().enumerate() {
         println!(
             "image {i}: {} of {} patches removed; error on them {:.4}, flat patch-mean patches {:.4}",
-            r.removed,
-            r.patches,
-            r.masked_mse,
-            r.patch_mean_mse
+            r.removed, r.patches, r.masked_mse, r.patch_mean_mse
         );
     }
     let scale = if rows[0].original.width() < 64 { 4 } else { 1 };

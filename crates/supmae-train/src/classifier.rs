@@ -184,6 +184,9 @@ pub struct ClassifierMeta {
     pub best_acc1: Option<f64>,
     /// The full recipe, as JSON.
     pub recipe: serde_json::Value,
+    /// Integer buffers the model does not hold (a probe's `head.0.num_batches_tracked`).
+    #[serde(default)]
+    pub extras: std::collections::BTreeMap<String, i64>,
 }
 
 /// A trained classifier of either kind.
@@ -207,6 +210,26 @@ impl<B: Backend> Classifier<B> {
             Self::Probe(p) => p.forward(images, false)?,
         })
     }
+}
+
+/// Writes a classifier checkpoint (`meta` + the module's record) atomically.
+pub fn write_classifier<B: Backend, M: Module<B>>(
+    path: &Path,
+    meta: &ClassifierMeta,
+    model: &M,
+) -> Result<()> {
+    let bad = |e: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    let parts = CheckpointParts {
+        meta: serde_json::to_vec(meta).map_err(|e| bad(e.to_string()))?,
+        model: Recorder::<B>::record(&Rec::new(), model.clone().into_record(), ())
+            .map_err(|e| bad(e.to_string()))?,
+        optim_decay: Vec::new(),
+        optim_no_decay: Vec::new(),
+    };
+    crate::checkpoint::write_atomic(path, &parts.encode())
 }
 
 /// Reads a classifier checkpoint written by the fine-tuning or linear-probing learner.

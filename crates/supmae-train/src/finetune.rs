@@ -937,6 +937,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             history: self.history.clone(),
             best_acc1: self.best_acc1,
             recipe: serde_json::to_value(&self.config).unwrap_or_default(),
+            extras: Default::default(),
         };
         let bad = |e: String| TrainError::Checkpoint {
             path: path.clone(),

@@ -573,6 +573,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             history: self.history.clone(),
             best_acc1: self.best_acc1,
             recipe: serde_json::to_value(&self.config).unwrap_or_default(),
+            extras: Default::default(),
         };
         let bad = |e: String| TrainError::Checkpoint {
             path: path.clone(),

@@ -69,6 +69,13 @@ struct Meta {
     config: PretrainConfig,
     epochs_done: usize,
     history: Vec<EpochLog>,
+    /// Integer buffers that the model does not hold (BatchNorm `num_batches_tracked`),
+    /// kept so a converted official checkpoint converts back to an identical state dict.
+    #[serde(default)]
+    extras: std::collections::BTreeMap<String, i64>,
+    /// The file this checkpoint was converted from (no optimizer state then).
+    #[serde(default)]
+    converted_from: Option<String>,
 }
 
 /// Reads and verifies a run folder's checkpoint and its metadata.
@@ -108,6 +115,58 @@ pub fn load_pretrained<B: Backend>(
         }
     })?;
     Ok((model.load_record(record), meta.config))
+}
+
+/// The integer buffers (`num_batches_tracked`) a pre-training checkpoint keeps beside the
+/// model: those of the file it was converted from, or the number of training steps taken
+/// for a checkpoint trained here (PyTorch counts one per training forward).
+pub fn pretrained_extras(
+    path: impl AsRef<Path>,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let path = path.as_ref();
+    let file = if path.is_dir() {
+        path.join(CHECKPOINT_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let (_, meta) = read_checkpoint_file(&file)?;
+    if meta.converted_from.is_some() || meta.config.model.cls_head.is_none() {
+        return Ok(meta.extras);
+    }
+    let steps = meta.history.last().map_or(0, |h| h.images_seen) / meta.config.batch_size as u64;
+    Ok([("cls_head.1.num_batches_tracked".to_string(), steps as i64)].into())
+}
+
+/// Writes `model` as a pre-training checkpoint of ours (no optimizer state: it can be
+/// fine-tuned, probed, embedded or reconstructed with, not resumed), atomically.
+pub fn write_pretrained<B: Backend>(
+    path: impl AsRef<Path>,
+    model: &SupMae<B>,
+    config: PretrainConfig,
+    extras: std::collections::BTreeMap<String, i64>,
+    converted_from: &str,
+) -> Result<()> {
+    let path = path.as_ref();
+    let bad = |e: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    let meta = Meta {
+        format: 1,
+        config,
+        epochs_done: 0,
+        history: Vec::new(),
+        extras,
+        converted_from: Some(converted_from.to_string()),
+    };
+    let parts = CheckpointParts {
+        meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
+        model: Recorder::<B>::record(&Rec::new(), model.clone().into_record(), ())
+            .map_err(|e| bad(e.to_string()))?,
+        optim_decay: Vec::new(),
+        optim_no_decay: Vec::new(),
+    };
+    write_atomic(path, &parts.encode())
 }
 
 /// Builds the train and validation sources of a [`DataSpec`].
@@ -359,6 +418,15 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             path: path.clone(),
             reason: format!("{what}: {e}"),
         };
+        if let Some(source) = &meta.converted_from {
+            return Err(bad(
+                "cannot resume",
+                format!(
+                    "converted from {source}, it holds no optimizer state; fine-tune, probe, \
+                     evaluate or embed it instead"
+                ),
+            ));
+        }
         meta.config.validate()?;
         let model = meta.config.model.init::<B>(&device)?;
         let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
@@ -656,6 +724,8 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             config: self.config.clone(),
             epochs_done: self.epochs_done,
             history: self.history.clone(),
+            extras: Default::default(),
+            converted_from: None,
         };
         let parts = CheckpointParts {
             meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,

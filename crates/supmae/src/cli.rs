@@ -30,6 +30,9 @@ USAGE:
     supmae linprobe [OPTIONS]      train a linear probe on a frozen pre-trained encoder
     supmae eval [OPTIONS]          top-1 / top-5 of a fine-tuned or probed checkpoint
     supmae reconstruct [OPTIONS]   picture of masked images and their reconstructions
+    supmae inspect <CHECKPOINT>    which checkpoint flavour a file is and what it can do
+    supmae convert --checkpoint <IN> --out <OUT.safetensors|OUT.ckpt>
+                                   to official key names (safetensors) or our format
     supmae data check <ROOT>       scan a dataset and report classes, counts and bad files
     supmae help [COMMAND]          this help, or a command's
 
@@ -1137,4 +1140,103 @@ pub fn reconstruct(args: &[String]) -> Result<ReconstructSummary, CliError> {
         pixel_targets: opts.has("pixel-targets").then_some(true),
     };
     cli(run_on(kind, job))?
+}
+
+/// `supmae inspect <checkpoint>`: the flavour and capabilities of a file.
+pub fn inspect_command(args: &[String]) -> Result<String, CliError> {
+    let [path] = args else {
+        return err("usage: supmae inspect <CHECKPOINT>");
+    };
+    let path = PathBuf::from(path);
+    if is_native_checkpoint(&path) || path.is_dir() {
+        let file = if path.is_dir() {
+            path.join(supmae_train::pretrain::CHECKPOINT_FILE)
+        } else {
+            path.clone()
+        };
+        if let Ok((_, meta)) = read_classifier_checkpoint(&file) {
+            return Ok(format!(
+                "native {} checkpoint: ViT {}x{} ({} px, patch {}), {} classes, {} epochs, best \
+                 top-1 {}. Can classify, embed and evaluate; cannot reconstruct (no decoder).",
+                match meta.kind {
+                    supmae_train::ClassifierKind::Finetune => "fine-tuned",
+                    supmae_train::ClassifierKind::Linprobe => "linear-probe",
+                },
+                meta.model.embed_dim,
+                meta.model.depth,
+                meta.model.img_size,
+                meta.model.patch_size,
+                meta.model.num_classes,
+                meta.epochs_done,
+                meta.best_acc1.map_or("n/a".into(), |a| format!("{a:.2}%"))
+            ));
+        }
+        let parts = cli(supmae_train::checkpoint::CheckpointParts::read(&file))?;
+        let meta: serde_json::Value = serde_json::from_slice(&parts.meta)
+            .map_err(|e| CliError(format!("{}: bad metadata: {e}", file.display())))?;
+        let model: MaeConfig = serde_json::from_value(meta["config"]["model"].clone())
+            .map_err(|e| CliError(format!("{}: bad metadata: {e}", file.display())))?;
+        return Ok(format!(
+            "native {} pre-training checkpoint: ViT {}x{} ({} px, patch {}), decoder {}x{}, {} \
+             epochs done{}. Can reconstruct, embed, be fine-tuned and probed{}.",
+            if model.cls_head.is_some() {
+                "SupMAE"
+            } else {
+                "MAE"
+            },
+            model.embed_dim,
+            model.depth,
+            model.img_size,
+            model.patch_size,
+            model.decoder_embed_dim,
+            model.decoder_depth,
+            meta["epochs_done"],
+            if meta["converted_from"].is_string() {
+                format!(", converted from {}", meta["converted_from"])
+            } else {
+                String::new()
+            },
+            if model.cls_head.is_some() {
+                ", classify with its branch"
+            } else {
+                ""
+            }
+        ));
+    }
+    let state = cli(StateDict::from_file(&path))?;
+    let info = cli(supmae_model::inspect(&state))?;
+    Ok(format!("{}: {}", path.display(), info.describe()))
+}
+
+struct ConvertJob {
+    input: PathBuf,
+    output: PathBuf,
+}
+
+impl BackendJob for ConvertJob {
+    type Output = Result<String, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        cli(crate::convert::convert::<B::InnerBackend>(
+            &self.input,
+            &self.output,
+            &device,
+        ))
+    }
+}
+
+/// `supmae convert --checkpoint IN --out OUT`
+pub fn convert(args: &[String]) -> Result<String, CliError> {
+    let opts = Options::parse(args)?;
+    let kind = backend(&opts)?;
+    let (Some(input), Some(output)) = (opts.get("checkpoint"), opts.get("out")) else {
+        return err("usage: supmae convert --checkpoint <IN> --out <OUT.safetensors|OUT.ckpt>");
+    };
+    cli(run_on(
+        kind,
+        ConvertJob {
+            input: PathBuf::from(input),
+            output: PathBuf::from(output),
+        },
+    ))?
 }

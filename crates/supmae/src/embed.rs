@@ -58,6 +58,9 @@ pub enum EmbedError {
     /// The checkpoint has no decoder, so it cannot reconstruct images.
     #[error("{0}")]
     CannotReconstruct(String),
+    /// The requested conversion or operation does not apply to this input.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// One predicted class.

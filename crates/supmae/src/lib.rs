@@ -48,6 +48,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod convert;
 pub mod embed;
 pub mod reconstruct;
 

@@ -58,6 +58,26 @@ fn main() -> ExitCode {
             println!("{}", cli::LINPROBE_HELP);
             ExitCode::SUCCESS
         }
+        Some("inspect") => match cli::inspect_command(&args[1..]) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("convert") => match cli::convert(&args[1..]) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("reconstruct") if wants_help => {
             println!("{}", cli::RECONSTRUCT_HELP);
             ExitCode::SUCCESS
