@@ -140,7 +140,9 @@ class SupMAE(nn.Module):
                  decoder_embed_dim=512, decoder_depth=1, decoder_num_heads=16, mlp_ratio=4.0,
                  norm_pix_loss=True, cls_hidden_mlp=3072, nb_classes=1000, global_pool=True):
         super().__init__()
-        assert in_chans == 3, "patchify hard-codes 3 channels (spec 1.9)"
+        # The official patchify hard-codes 3 channels (spec 1.9); building (and loading) a
+        # 1-channel model is fine, its loss needs `patchify` with C = 1 (see below).
+        self.in_chans = in_chans
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         L = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -191,16 +193,18 @@ class SupMAE(nn.Module):
         p = self.patch_embed.patch_size
         N, _, S, _ = imgs.shape
         g = S // p
-        x = imgs.reshape(N, 3, g, p, g, p).permute(0, 2, 4, 3, 5, 1)  # n, gi, gj, pi, pj, c
-        return x.reshape(N, g * g, p * p * 3)
+        C = imgs.shape[1]  # 3 in the official code
+        x = imgs.reshape(N, C, g, p, g, p).permute(0, 2, 4, 3, 5, 1)  # n, gi, gj, pi, pj, c
+        return x.reshape(N, g * g, p * p * C)
 
     def unpatchify(self, x):
         """(N,L,p*p*3) -> (N,3,S,S); exact inverse of patchify."""
         p = self.patch_embed.patch_size
         N, L, _ = x.shape
         g = int(round(math.sqrt(L)))
-        x = x.reshape(N, g, g, p, p, 3).permute(0, 5, 1, 3, 2, 4)   # n, c, gi, pi, gj, pj
-        return x.reshape(N, 3, g * p, g * p)
+        C = self.in_chans
+        x = x.reshape(N, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)   # n, c, gi, pi, gj, pj
+        return x.reshape(N, C, g * p, g * p)
 
     @staticmethod
     def random_masking(x, mask_ratio, noise=None):
