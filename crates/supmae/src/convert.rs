@@ -92,7 +92,9 @@ fn counters(state: &StateDict) -> Result<BTreeMap<String, i64>, EmbedError> {
     let mut out = BTreeMap::new();
     for key in state.keys().filter(|k| k.ends_with("num_batches_tracked")) {
         let (v, _) = state.read_f32(key)?;
-        out.insert(key.to_string(), v.first().copied().unwrap_or(0.0) as i64);
+        // The released SupMAE file's `projection_head` is our (and the code's) `cls_head`.
+        let key = key.replace("projection_head.", "cls_head.");
+        out.insert(key, v.first().copied().unwrap_or(0.0) as i64);
     }
     Ok(out)
 }
