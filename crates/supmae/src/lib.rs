@@ -43,6 +43,33 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Embeddings and classes of images
+//!
+//! [`Embedder`] loads any checkpoint (a `supmae finetune` / `linprobe` / `pretrain` run, or
+//! an official SupMAE / MAE `.pth` or `.safetensors` of any flavour) on any compiled backend,
+//! applies the checkpoint's evaluation preprocessing, and returns pooled features or top-k
+//! classes. No patches are masked.
+//!
+//! ```
+//! use supmae::Embedder;
+//! use supmae::burn::backend::Flex;
+//!
+//! # fn main() -> Result<(), supmae::EmbedError> {
+//! # let checkpoint = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/parity/fixtures/tiny/vit_tiny_gp.pth");
+//! let embedder = Embedder::<Flex>::load(checkpoint, &Default::default())?;
+//! println!("{}", embedder.describe()); // flavour, shape, what it can do
+//! let images = vec![supmae::image::DynamicImage::new_rgb8(64, 48)]; // or embed_paths(&[...])
+//! let features = embedder.embed(&images)?; // one Vec<f32> per image
+//! let top5 = embedder.classify(&images, 5)?; // best first, with class names
+//! assert_eq!((features[0].len(), top5[0].len()), (64, 5));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Reconstructor`] draws MAE's reconstruction pictures from a checkpoint with a decoder;
+//! `supmae::train` holds the learners (pre-training, fine-tuning, linear probing) and
+//! `supmae::convert` the conversion to official key names.
 
 #![warn(missing_docs)]
 
@@ -53,6 +80,7 @@ pub mod embed;
 pub mod reconstruct;
 
 pub use burn;
+pub use image;
 pub use supmae_data as data;
 pub use supmae_model as model;
 pub use supmae_train as train;
