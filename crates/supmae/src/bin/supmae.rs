@@ -86,9 +86,14 @@ fn main() -> ExitCode {
             Ok(summary) => {
                 println!("{}", summary.description);
                 for (file, rec, flat) in &summary.rows {
+                    let change = 100.0 * (1.0 - rec / flat.max(1e-12));
+                    let verdict = if change >= 0.0 {
+                        format!("{change:.0}% lower")
+                    } else {
+                        format!("{:.0}% higher: unlike the training images?", -change)
+                    };
                     println!(
-                        "{file}: error on removed patches {rec:.4} vs {flat:.4} for flat patch-mean patches ({:.0}% lower)",
-                        100.0 * (1.0 - rec / flat.max(1e-12))
+                        "{file}: error on removed patches {rec:.4} vs {flat:.4} for flat patch-mean patches ({verdict})"
                     );
                 }
                 println!("wrote {}", summary.out.display());
