@@ -95,3 +95,28 @@ fn an_encoder_only_checkpoint_embeds_but_cannot_classify() {
     assert_eq!(e.classify_paths(&photos()[..1], 2).unwrap()[0].len(), 2);
     assert_eq!(e.classes().unwrap().len(), 10);
 }
+
+#[test]
+fn a_tensor_of_the_wrong_shape_is_a_clear_error() {
+    let dir = scratch("shape");
+    let sd = StateDict::from_file(fixture("tiny/vit_tiny_gp.pth")).unwrap();
+    let entries = sd.entries_f32().unwrap().into_iter().map(|(k, shape, v)| {
+        if k == "blocks.1.attn.qkv.weight" {
+            (k, vec![96, 64], v[..96 * 64].to_vec())
+        } else {
+            (k, shape, v)
+        }
+    });
+    let file = dir.join("bad.safetensors");
+    StateDict::from_entries("bad", entries)
+        .write_safetensors(&file)
+        .unwrap();
+    let err = Embedder::<Flex>::load(&file, &Default::default())
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("blocks.1.attn.qkv.weight") && msg.contains("[96, 64]"),
+        "{msg}"
+    );
+}
