@@ -87,6 +87,9 @@ fn official_flavours_round_trip_through_the_native_format() {
     enc.retain(|k| !k.starts_with("cls_head.") && !k.starts_with("decoder_") && k != "mask_token");
     let enc_file = dir.join("mae_encoder.safetensors");
     enc.write_safetensors(&enc_file).unwrap();
+    let enc_back = dir.join("mae_encoder_back.safetensors");
+    convert::<Flex>(&enc_file, &enc_back, &Default::default()).unwrap();
+    assert_identical(&enc, &StateDict::from_file(&enc_back).unwrap());
     let err = convert::<Flex>(&enc_file, &dir.join("x.ckpt"), &Default::default()).unwrap_err();
     assert!(err.to_string().contains("needs the decoder"), "{err}");
     let err = convert::<Flex>(&enc_file, &dir.join("x.bin"), &Default::default()).unwrap_err();
