@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Runs the training-step benchmark of supmae (Burn, `benches/train_step.rs`) and of PyTorch
+(`benches/train_step_torch.py`) side by side, alternating sides for each configuration and
+round, and prints per-configuration ratios and each side's share of the machine's f32 GEMM
+peak (measured here with a 2048^3 torch matmul on the same threads).
+
+    python3 benches/vs_torch.py [--rounds 2] [--steps 5] [--threads 2] [CONFIG...]
+
+FLOPs are counted analytically (2 per multiply-add, matmuls only: patch embedding, qkv,
+attention scores and values, projections, MLPs, decoder, heads); a training step counts
+3x the forward FLOPs (forward + two backward matmuls).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = {
+    "tiny16": dict(batch=32, S=224, p=16, D=192, depth=12, Dd=128, dd=2, keep=0.25, hidden=768, Q=1000),
+    "px32": dict(batch=128, S=32, p=4, D=192, depth=6, Dd=128, dd=2, keep=0.25, hidden=768, Q=10),
+    "tiny16_sup": dict(batch=32, S=224, p=16, D=192, depth=12, Dd=None, dd=0, keep=1.0, hidden=None, Q=1000),
+    "base16_d1b": dict(batch=8, S=224, p=16, D=768, depth=12, Dd=512, dd=1, keep=0.25, hidden=3072, Q=1000),
+}
+
+
+def block_flops(T, D):
+    return 2 * T * D * 3 * D + 2 * 2 * T * T * D + 2 * T * D * D + 2 * 2 * T * D * 4 * D
+
+
+def forward_flops(c):
+    L = (c["S"] // c["p"]) ** 2
+    K = int(L * c["keep"])
+    f = 2 * L * c["D"] * c["p"] ** 2 * 3  # patch embedding (all patches, as the code does)
+    f += c["depth"] * block_flops(K + 1, c["D"])
+    if c["Dd"]:
+        f += 2 * (K + 1) * c["D"] * c["Dd"]
+        f += c["dd"] * block_flops(L + 1, c["Dd"])
+        f += 2 * (L + 1) * c["Dd"] * c["p"] ** 2 * 3
+    if c["hidden"]:
+        f += 2 * c["D"] * c["hidden"] + 2 * c["hidden"] * c["Q"]
+    else:
+        f += 2 * c["D"] * c["Q"]
+    return f
+
+
+def peak_gflops(threads):
+    import torch
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def run(cmd):
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("configs", nargs="*")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    names = a.configs or list(CFG)
+    subprocess.run(["cargo", "bench", "-p", "supmae", "--bench", "train_step", "--no-run"],
+                   cwd=ROOT, check=True, capture_output=True)
+    best = {}
+    for r in range(a.rounds):
+        for name in names:
+            for side, cmd in [
+                ("burn", ["cargo", "bench", "-q", "-p", "supmae", "--bench", "train_step", "--",
+                          name, "--steps", str(a.steps)]),
+                ("torch", [sys.executable, "benches/train_step_torch.py", name, "--steps",
+                           str(a.steps), "--threads", str(a.threads)]),
+            ]:
+                for row in run(cmd):
+                    key = (name, side)
+                    prev = best.get(key)
+                    best[key] = {k: max(row[k], prev[k]) if prev else row[k]
+                                 for k in ("train_img_s", "infer_img_s")}
+                    print(f"round {r} {side:5} {name:10} train {row['train_img_s']:8.2f} img/s  "
+                          f"infer {row['infer_img_s']:8.2f} img/s", flush=True)
+    peak = peak_gflops(a.threads)
+    print(f"\nf32 GEMM peak (torch 2048^3 matmul, {a.threads} threads): {peak:.0f} GFLOP/s\n")
+    print("| config | batch | supmae train img/s | PyTorch train img/s | ratio | supmae % peak | "
+          "PyTorch % peak | supmae infer img/s | PyTorch infer img/s | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in names:
+        b, t = best.get((name, "burn")), best.get((name, "torch"))
+        if not b or not t:
+            continue
+        gf = 3 * forward_flops(CFG[name]) / 1e9  # per image, training step
+        pct = lambda ips: 100 * ips * gf / peak
+        print(f"| {name} | {CFG[name]['batch']} | {b['train_img_s']:.1f} | {t['train_img_s']:.1f} | "
+              f"**{b['train_img_s'] / t['train_img_s']:.2f}x** | {pct(b['train_img_s']):.0f}% | "
+              f"{pct(t['train_img_s']):.0f}% | {b['infer_img_s']:.1f} | {t['infer_img_s']:.1f} | "
+              f"{b['infer_img_s'] / t['infer_img_s']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
