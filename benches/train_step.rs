@@ -81,7 +81,10 @@ fn images(n: usize, size: usize, device: &burn::tensor::Device<B>) -> Tensor<B, 
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let steps: usize = args
         .iter()
         .position(|a| a == "--steps")
@@ -99,7 +102,11 @@ fn main() {
             continue;
         }
         let n = case.batch;
-        let steps = if case.name == "base16_d1b" { steps.min(3) } else { steps };
+        let steps = if case.name == "base16_d1b" {
+            steps.min(3)
+        } else {
+            steps
+        };
         B::seed(&device, 0);
         let (train_s, infer_s) = if let Some(cfg) = &case.mae {
             let mut model = cfg.init::<B>(&device).expect("config");
@@ -132,7 +139,9 @@ fn main() {
             let mut infer = 0.0;
             for step in 0..steps + 1 {
                 let start = Instant::now();
-                let enc = inner.forward_encoder(xi.clone(), 0.0, None).expect("encoder");
+                let enc = inner
+                    .forward_encoder(xi.clone(), 0.0, None)
+                    .expect("encoder");
                 let _ = inner.pooled(enc.latent).into_data();
                 if step >= 1 {
                     infer += start.elapsed().as_secs_f64();
