@@ -4,6 +4,10 @@
 eager mode, float32, `torch.set_num_threads(--threads)`. One JSON line per configuration.
 
     python3 benches/train_step_torch.py [CONFIG...] [--steps 5] [--threads 2]
+        [--device cuda] [--batch N] [--amp]
+
+`--amp` runs the forward under `torch.autocast(dtype=bfloat16)` (GPU), as the official
+scripts' mixed precision.
 """
 import argparse
 import json
@@ -32,6 +36,9 @@ def main():
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--amp", action="store_true")
     a = ap.parse_args()
     try:
         import torch
@@ -47,44 +54,57 @@ def main():
             continue
         cfg = dict(cfg)
         n, kind = cfg.pop("batch"), cfg.pop("kind")
+        n = a.batch or n
+        dev = torch.device(a.device)
+
+        def sync():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=a.amp)
         steps = min(a.steps, 3) if name == "base16_d1b" else a.steps
         torch.manual_seed(0)
-        x = torch.randn(n, 3, cfg["img_size"], cfg["img_size"])
+        x = torch.randn(n, 3, cfg["img_size"], cfg["img_size"], device=dev)
         if kind == "supmae":
             model = reference.SupMAE(**cfg)
-            y = torch.arange(n) % cfg["nb_classes"]
+            y = torch.arange(n, device=dev) % cfg["nb_classes"]
         else:
             model = reference.VisionTransformer(**cfg)
-            y = torch.arange(n) % cfg["num_classes"]
-        model.train()
+            y = torch.arange(n, device=dev) % cfg["num_classes"]
+        model.to(dev).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
         train = 0.0
         for step in range(steps + 2):
+            sync()
             start = time.perf_counter()
-            if kind == "supmae":
-                rec, _, _, logits = model(x, 0.75)
-                loss = reference.supmae_total_loss(rec, logits, y)
-                loss = loss[0] if isinstance(loss, tuple) else loss
-            else:
-                loss = torch.nn.functional.cross_entropy(model(x), y)
+            with amp:
+                if kind == "supmae":
+                    rec, _, _, logits = model(x, 0.75)
+                    loss = reference.supmae_total_loss(rec, logits, y)
+                    loss = loss[0] if isinstance(loss, tuple) else loss
+                else:
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sync()
             if step >= 2:
                 train += time.perf_counter() - start
         model.eval()
         infer = 0.0
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             for step in range(steps + 1):
+                sync()
                 start = time.perf_counter()
                 if kind == "supmae":
                     latent = model.forward_encoder(x, 0.0)[0]
                     latent[:, 1:].mean(1)
                 else:
                     model.forward_features(x)
+                sync()
                 if step >= 1:
                     infer += time.perf_counter() - start
-        print(json.dumps(dict(side="torch", config=name, batch=n, train_img_s=round(n * steps / train, 2),
+        print(json.dumps(dict(side="torch-" + a.device + ("-amp" if a.amp else ""), config=name, batch=n, train_img_s=round(n * steps / train, 2),
                               infer_img_s=round(n * steps / infer, 2), steps=steps)), flush=True)
 
 

@@ -86,7 +86,7 @@ def main():
                            str(a.steps), "--threads", str(a.threads)]),
             ]:
                 for row in run(cmd):
-                    key = (name, side)
+                    key = (name, side)  # rows say burn / torch-cpu
                     prev = best.get(key)
                     best[key] = {k: max(row[k], prev[k]) if prev else row[k]
                                  for k in ("train_img_s", "infer_img_s")}

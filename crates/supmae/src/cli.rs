@@ -31,6 +31,8 @@ USAGE:
     supmae eval [OPTIONS]          top-1 / top-5 of a fine-tuned or probed checkpoint
     supmae reconstruct [OPTIONS]   picture of masked images and their reconstructions
     supmae inspect <CHECKPOINT>    which checkpoint flavour a file is and what it can do
+    supmae bench [OPTIONS]         training-step and inference throughput of a config
+    supmae check-backend [OPTIONS] a backend's outputs and gradients vs the PyTorch fixtures
     supmae convert --checkpoint <IN> --out <OUT.safetensors|OUT.ckpt>
                                    to official key names (safetensors) or our format
     supmae data check <ROOT>       scan a dataset and report classes, counts and bad files
@@ -251,6 +253,9 @@ const VALUED: &[&str] = &[
     "reprob",
     "image",
     "scale",
+    "config",
+    "steps",
+    "fixtures",
 ];
 
 impl Options {
@@ -1244,4 +1249,80 @@ pub fn convert(args: &[String]) -> Result<String, CliError> {
             output: PathBuf::from(output),
         },
     ))?
+}
+
+struct BenchJob {
+    config: String,
+    batch: Option<usize>,
+    steps: usize,
+}
+
+impl BackendJob for BenchJob {
+    type Output = Result<(usize, f64, f64), CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let batch = match self.batch {
+            Some(b) => b,
+            None => crate::bench::configs()
+                .into_iter()
+                .find(|(n, _, _)| *n == self.config)
+                .map_or(8, |(_, b, _)| b),
+        };
+        let (train, infer) = cli(crate::bench::throughput::<B>(
+            &self.config,
+            batch,
+            self.steps,
+            &device,
+        ))?;
+        Ok((batch, train, infer))
+    }
+}
+
+/// `supmae bench --config NAME [--batch-size N] [--steps N] [--backend B]`: one JSON line.
+pub fn bench(args: &[String]) -> Result<String, CliError> {
+    let opts = Options::parse(args)?;
+    let kind = backend(&opts)?;
+    let config = opts.get("config").unwrap_or("tiny16").to_string();
+    let steps = opts.parsed("steps")?.unwrap_or(5);
+    let job = BenchJob {
+        config: config.clone(),
+        batch: opts.parsed("batch-size")?,
+        steps,
+    };
+    let (batch, train, infer) = cli(run_on(kind, job))??;
+    Ok(format!(
+        "{{\"side\": \"burn-{kind}\", \"config\": \"{config}\", \"batch\": {batch}, \"train_img_s\": {train:.2}, \"infer_img_s\": {infer:.2}, \"steps\": {steps}}}"
+    ))
+}
+
+struct ParityJob {
+    fixtures: PathBuf,
+}
+
+impl BackendJob for ParityJob {
+    type Output = Result<Vec<(String, f64, f64)>, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        cli(crate::bench::backend_parity::<B>(&self.fixtures, &device))
+    }
+}
+
+/// `supmae check-backend [--fixtures DIR] [--backend B]`: the report and whether all
+/// differences are within tolerance.
+pub fn check_backend(args: &[String]) -> Result<(String, bool), CliError> {
+    let opts = Options::parse(args)?;
+    let kind = backend(&opts)?;
+    let fixtures = PathBuf::from(opts.get("fixtures").unwrap_or("tools/parity/fixtures/tiny"));
+    let rows = cli(run_on(kind, ParityJob { fixtures }))??;
+    let mut ok = true;
+    let mut text = format!("backend {kind} vs PyTorch float32 fixtures:\n");
+    for (name, diff, tol) in rows {
+        let pass = diff <= tol;
+        ok &= pass;
+        text.push_str(&format!(
+            "  {name:32} max |diff| {diff:.2e}  (tolerance {tol:.0e}) {}\n",
+            if pass { "ok" } else { "FAIL" }
+        ));
+    }
+    Ok((text, ok))
 }

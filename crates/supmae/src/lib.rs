@@ -74,6 +74,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod convert;
 pub mod embed;

@@ -552,3 +552,16 @@ fn finetune_linprobe_and_eval_run_on_the_embedded_default() {
     );
     assert_one_line_error(&supmae(&["eval"]), "--checkpoint is required");
 }
+
+#[test]
+fn check_backend_matches_the_pytorch_fixtures_on_the_cpu() {
+    let fixtures =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/parity/fixtures/tiny");
+    let stdout = ok(&["check-backend", "--fixtures", fixtures.to_str().unwrap()]);
+    assert!(stdout.contains("backend flex"), "{stdout}");
+    assert_eq!(stdout.matches(" ok").count(), 5, "{stdout}");
+    assert_one_line_error(
+        &supmae(&["check-backend", "--fixtures", "/nonexistent"]),
+        "/nonexistent",
+    );
+}

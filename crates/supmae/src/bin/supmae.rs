@@ -58,6 +58,30 @@ fn main() -> ExitCode {
             println!("{}", cli::LINPROBE_HELP);
             ExitCode::SUCCESS
         }
+        Some("bench") => match cli::bench(&args[1..]) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("check-backend") => match cli::check_backend(&args[1..]) {
+            Ok((text, ok)) => {
+                print!("{text}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("inspect") => match cli::inspect_command(&args[1..]) {
             Ok(text) => {
                 println!("{text}");
