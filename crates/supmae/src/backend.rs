@@ -80,6 +80,14 @@ pub enum BackendError {
     /// The name is not a backend at all.
     #[error("unknown backend `{0}`; known backends: flex, wgpu, vulkan, cuda")]
     Unknown(String),
+    /// The backend is compiled in but its driver is missing on this machine.
+    #[error("backend `{kind}` cannot start: {reason}")]
+    Unavailable {
+        /// The requested backend.
+        kind: BackendKind,
+        /// What is missing.
+        reason: String,
+    },
     /// The backend exists but this binary was built without its feature.
     #[error(
         "backend `{kind}` is not compiled into this build (compiled: {compiled}); \
@@ -131,6 +139,7 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, Bac
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
+            cuda_driver_present()?;
             Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default()))
         }
         _ => Err(BackendError::NotCompiled {
@@ -141,6 +150,52 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, Bac
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
+    }
+}
+
+/// Whether the NVIDIA driver library (`libcuda.so`) can be found, checked before CUDA
+/// starts: without it the CUDA runtime panics on a worker thread instead of returning an
+/// error. Looks where the dynamic loader looks (`LD_LIBRARY_PATH`, the loader cache, the
+/// usual directories); `SUPMAE_SKIP_CUDA_PROBE=1` skips the check.
+#[cfg(feature = "cuda")]
+fn cuda_driver_present() -> Result<(), BackendError> {
+    if std::env::var_os("SUPMAE_SKIP_CUDA_PROBE").is_some() || !cfg!(target_os = "linux") {
+        return Ok(());
+    }
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    for d in [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/cuda/lib64",
+        "/usr/local/cuda/compat",
+        "/usr/lib/wsl/lib",
+    ] {
+        dirs.push(d.into());
+    }
+    let in_dirs = dirs.iter().any(|d| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("libcuda.so") || name.starts_with("libnvcuda.so")
+            })
+        })
+    });
+    let in_cache = std::fs::read("/etc/ld.so.cache")
+        .is_ok_and(|bytes| bytes.windows(10).any(|w| w == b"libcuda.so"));
+    if in_dirs || in_cache {
+        Ok(())
+    } else {
+        Err(BackendError::Unavailable {
+            kind: BackendKind::Cuda,
+            reason: "the NVIDIA driver library libcuda.so was not found (install the NVIDIA \
+                     driver, or add its directory to LD_LIBRARY_PATH)"
+                .into(),
+        })
     }
 }
 
@@ -165,6 +220,9 @@ mod tests {
         ));
         for kind in ALL_BACKENDS {
             let result = run_on(kind, Name);
+            if let Err(BackendError::Unavailable { .. }) = result {
+                continue; // compiled in, but no driver on this machine
+            }
             assert_eq!(result.is_ok(), kind.is_compiled(), "{kind}");
             if let Err(err) = result {
                 assert!(
