@@ -287,6 +287,90 @@ pub fn load_classifier<B: Backend>(
     Ok((classifier, meta))
 }
 
+/// What a fine-tuning or probing run is started with (see [`start_run`]).
+pub(crate) struct RunSpec<'a> {
+    pub model: &'a VitConfig,
+    pub data: &'a DataSpec,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub threads: usize,
+    pub eval: bool,
+    pub train_transform: Transform,
+}
+
+/// What [`start_run`] sets up: the loaders, the class names and the run folder.
+pub(crate) struct Run {
+    pub train: DataLoader<AnySource>,
+    pub val: Option<DataLoader<AnySource>>,
+    pub classes: Vec<String>,
+    pub out_dir: PathBuf,
+}
+
+/// Checks the data against the model and batch, builds the train loader (shuffled, last
+/// partial batch dropped) and the evaluation loader, creates the run folder and writes the
+/// recipe (`config.json`) and an empty `log.jsonl`.
+pub(crate) fn start_run<R: Serialize>(
+    spec: RunSpec<'_>,
+    recipe: &R,
+    train: AnySource,
+    val: Option<AnySource>,
+    out_dir: &Path,
+) -> Result<Run> {
+    use supmae_data::{ImageSource, LoaderConfig};
+    if train.classes().len() > spec.model.num_classes {
+        return Err(TrainError::InvalidConfig {
+            field: "model.num_classes",
+            reason: format!(
+                "({}) is smaller than the dataset's {} classes",
+                spec.model.num_classes,
+                train.classes().len()
+            ),
+        });
+    }
+    if train.len() < spec.batch_size {
+        return Err(TrainError::InvalidConfig {
+            field: "batch_size",
+            reason: format!(
+                "({}) is larger than the training set ({} images)",
+                spec.batch_size,
+                train.len()
+            ),
+        });
+    }
+    let (train_t, eval_t) = classifier_transforms(spec.data, spec.model, spec.train_transform)?;
+    let loader_cfg = LoaderConfig {
+        drop_last: true,
+        seed: spec.seed,
+        threads: spec.threads,
+        ..LoaderConfig::new(spec.batch_size)
+    };
+    let classes = train.classes().to_vec();
+    let train = DataLoader::new(std::sync::Arc::new(train), train_t, loader_cfg.clone())?;
+    let val = match val {
+        Some(v) if spec.eval => Some(DataLoader::new(
+            std::sync::Arc::new(v),
+            eval_t,
+            LoaderConfig {
+                shuffle: false,
+                drop_last: false,
+                ..loader_cfg
+            },
+        )?),
+        _ => None,
+    };
+    let out_dir = out_dir.to_path_buf();
+    std::fs::create_dir_all(&out_dir).map_err(crate::error::io(&out_dir))?;
+    let json = serde_json::to_vec_pretty(recipe).unwrap_or_default();
+    crate::checkpoint::write_atomic(&out_dir.join(crate::pretrain::CONFIG_FILE), &json)?;
+    crate::checkpoint::write_atomic(&out_dir.join(crate::pretrain::LOG_FILE), b"")?;
+    Ok(Run {
+        train,
+        val,
+        classes,
+        out_dir,
+    })
+}
+
 /// Train and evaluation transforms of a classifier on `data`. Fashion-MNIST is resized to
 /// the model's size (no crop) with a 0.5 flip and its own mean/std; other data gets the
 /// recipe's `train` transform and `Resize(size / 0.875)` + centre crop for evaluation.

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
@@ -17,20 +16,19 @@ use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use supmae_data::{
-    AnySource, DataLoader, HostBatch, ImageSource, LoaderConfig, RandAugment, RandomErasing,
-    SampleRng, Transform,
+    AnySource, DataLoader, HostBatch, RandAugment, RandomErasing, SampleRng, Transform,
 };
 use supmae_model::checkpoint::{LoadReport, StateDict, export_state_dict, param_keys};
 use supmae_model::{VitClassifier, VitConfig};
 
 use crate::checkpoint::{CheckpointParts, write_atomic};
 use crate::classifier::{
-    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec,
-    classifier_transforms, evaluate, soft_target_cross_entropy,
+    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec, RunSpec, evaluate,
+    soft_target_cross_entropy, start_run,
 };
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError, io};
-use crate::pretrain::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, SEEDED_INIT, load_pretrained};
+use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE, SEEDED_INIT, load_pretrained};
 use crate::progress::{Progress, ProgressMode};
 use crate::schedule::{LrSchedule, scaled_lr};
 
@@ -631,50 +629,23 @@ impl<B: AutodiffBackend> Finetuner<B> {
         device: B::Device,
     ) -> Result<Self> {
         config.validate()?;
-        if train.classes().len() > config.model.num_classes {
-            return Err(TrainError::InvalidConfig {
-                field: "model.num_classes",
-                reason: format!(
-                    "({}) is smaller than the dataset's {} classes",
-                    config.model.num_classes,
-                    train.classes().len()
-                ),
-            });
-        }
-        if train.len() < config.batch_size {
-            return Err(TrainError::InvalidConfig {
-                field: "batch_size",
-                reason: format!(
-                    "({}) is larger than the training set ({} images)",
-                    config.batch_size,
-                    train.len()
-                ),
-            });
-        }
+        let run = start_run(
+            RunSpec {
+                model: &config.model,
+                data: &config.data,
+                batch_size: config.batch_size,
+                seed: config.seed,
+                threads: config.data_threads,
+                eval: config.eval,
+                train_transform: config.train_transform(),
+            },
+            &config,
+            train,
+            val,
+            out_dir.as_ref(),
+        )?;
         let (model, load_report) =
             init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
-        let (train_t, eval_t) =
-            classifier_transforms(&config.data, &config.model, config.train_transform())?;
-        let loader_cfg = LoaderConfig {
-            drop_last: true,
-            seed: config.seed,
-            threads: config.data_threads,
-            ..LoaderConfig::new(config.batch_size)
-        };
-        let classes = train.classes().to_vec();
-        let train = DataLoader::new(Arc::new(train), train_t, loader_cfg.clone())?;
-        let val = match val {
-            Some(v) if config.eval => Some(DataLoader::new(
-                Arc::new(v),
-                eval_t,
-                LoaderConfig {
-                    shuffle: false,
-                    drop_last: false,
-                    ..loader_cfg
-                },
-            )?),
-            _ => None,
-        };
         let lrd = param_groups_lrd(
             &model,
             config.weight_decay,
@@ -697,20 +668,15 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 group_of.insert(*id, g);
             }
         }
-        let out_dir = out_dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
-        let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
-        write_atomic(&out_dir.join(CONFIG_FILE), &json)?;
-        write_atomic(&out_dir.join(LOG_FILE), b"")?;
         Ok(Self {
             config,
             model: Some(model),
             groups,
             group_of,
-            train,
-            val,
-            classes,
-            out_dir,
+            train: run.train,
+            val: run.val,
+            classes: run.classes,
+            out_dir: run.out_dir,
             device,
             history: Vec::new(),
             best_acc1: None,

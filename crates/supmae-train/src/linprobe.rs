@@ -3,7 +3,6 @@
 //! `Linear(D → classes)` (weight `N(0, 0.01²)`, bias 0) trained with LARS.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, Param, RunningState};
@@ -11,19 +10,19 @@ use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use supmae_data::{AnySource, DataLoader, Geometry, ImageSource, LoaderConfig, Transform};
+use supmae_data::{AnySource, DataLoader, Geometry, Transform};
 use supmae_model::checkpoint::LoadReport;
 use supmae_model::{VitClassifier, VitConfig};
 
 use crate::checkpoint::{CheckpointParts, write_atomic};
 use crate::classifier::{
-    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec,
-    classifier_transforms, evaluate, soft_target_cross_entropy,
+    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec, RunSpec, evaluate,
+    soft_target_cross_entropy, start_run,
 };
 use crate::config::DataSpec;
-use crate::error::{Result, TrainError, io};
+use crate::error::{Result, TrainError};
 use crate::finetune::{Init, append_jsonl, init_classifier, one_hot_targets};
-use crate::pretrain::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
+use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE};
 use crate::progress::{Progress, ProgressMode};
 use crate::schedule::{LrSchedule, scaled_lr};
 
@@ -304,33 +303,6 @@ impl<B: AutodiffBackend> LinearProber<B> {
         device: B::Device,
     ) -> Result<Self> {
         config.validate()?;
-        if train.classes().len() > config.model.num_classes {
-            return Err(TrainError::InvalidConfig {
-                field: "model.num_classes",
-                reason: format!(
-                    "({}) is smaller than the dataset's {} classes",
-                    config.model.num_classes,
-                    train.classes().len()
-                ),
-            });
-        }
-        if train.len() < config.batch_size {
-            return Err(TrainError::InvalidConfig {
-                field: "batch_size",
-                reason: format!(
-                    "({}) is larger than the training set ({} images)",
-                    config.batch_size,
-                    train.len()
-                ),
-            });
-        }
-        let (encoder, load_report) =
-            init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
-        let model = LinearProbe {
-            bn: ProbeNorm::new(config.model.embed_dim, &device),
-            encoder,
-        };
-        let frozen = model.encoder.valid();
         let weak = Transform {
             geometry: Geometry::RandomResizedCropOnce {
                 scale: (0.08, 1.0),
@@ -338,42 +310,38 @@ impl<B: AutodiffBackend> LinearProber<B> {
             },
             ..Transform::pretrain(config.model.img_size as u32)
         };
-        let (train_t, eval_t) = classifier_transforms(&config.data, &config.model, weak)?;
-        let loader_cfg = LoaderConfig {
-            drop_last: true,
-            seed: config.seed,
-            threads: config.data_threads,
-            ..LoaderConfig::new(config.batch_size)
+        let run = start_run(
+            RunSpec {
+                model: &config.model,
+                data: &config.data,
+                batch_size: config.batch_size,
+                seed: config.seed,
+                threads: config.data_threads,
+                eval: config.eval,
+                train_transform: weak,
+            },
+            &config,
+            train,
+            val,
+            out_dir.as_ref(),
+        )?;
+        let (encoder, load_report) =
+            init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
+        let model = LinearProbe {
+            bn: ProbeNorm::new(config.model.embed_dim, &device),
+            encoder,
         };
-        let classes = train.classes().to_vec();
-        let train = DataLoader::new(Arc::new(train), train_t, loader_cfg.clone())?;
-        let val = match val {
-            Some(v) if config.eval => Some(DataLoader::new(
-                Arc::new(v),
-                eval_t,
-                LoaderConfig {
-                    shuffle: false,
-                    drop_last: false,
-                    ..loader_cfg
-                },
-            )?),
-            _ => None,
-        };
-        let out_dir = out_dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
-        let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
-        write_atomic(&out_dir.join(CONFIG_FILE), &json)?;
-        write_atomic(&out_dir.join(LOG_FILE), b"")?;
+        let frozen = model.encoder.valid();
         Ok(Self {
             config,
             model,
             frozen,
             mu_weight: None,
             mu_bias: None,
-            train,
-            val,
-            classes,
-            out_dir,
+            train: run.train,
+            val: run.val,
+            classes: run.classes,
+            out_dir: run.out_dir,
             device,
             history: Vec::new(),
             best_acc1: None,
