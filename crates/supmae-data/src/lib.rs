@@ -45,7 +45,7 @@ pub use folder::{
     FolderDataset, ImageNet, ScanOptions, ScanReport, SkipPolicy, Skipped, ValLayout,
 };
 pub use imagenet::{IMAGENET_1K, imagenet_class_index, imagenet_class_name};
-pub use loader::{DataLoader, Epoch, HostBatch, LoaderConfig};
+pub use loader::{DataLoader, Epoch, HostBatch, LoaderConfig, Shard};
 pub use rng::SampleRng;
 pub use source::{AnySource, ImageSource};
 pub use transform::{CropBox, Geometry, Transform};

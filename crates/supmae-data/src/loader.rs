@@ -37,6 +37,24 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// What to do with an image that cannot be read.
     pub policy: SkipPolicy,
+    /// Data-parallel sharding: this loader yields only its peer's part of every global
+    /// batch. `None` (or one peer) loads everything.
+    pub shard: Option<Shard>,
+}
+
+/// One peer's part of data-parallel loading.
+///
+/// Every epoch's order (the same permutation on every peer) is cut into global batches of
+/// `batch_size · peers` images; peer `rank` takes images `[rank · batch_size, (rank + 1) ·
+/// batch_size)` of each. The union of the peers' batches is exactly the batch a single
+/// process with `batch_size · peers` loads, in the same order, with the same per-image
+/// augmentation draws: data-parallel training sees the same data as one big batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This peer's rank, `0..peers`.
+    pub rank: usize,
+    /// Number of peers.
+    pub peers: usize,
 }
 
 impl LoaderConfig {
@@ -50,6 +68,7 @@ impl LoaderConfig {
             threads: 0,
             prefetch: 2,
             policy: SkipPolicy::Fail,
+            shard: None,
         }
     }
 }
@@ -133,6 +152,35 @@ impl<S: ImageSource + 'static> DataLoader<S> {
                 reason: "must be at least 1".into(),
             });
         }
+        if let Some(shard) = config.shard {
+            let bad = |reason: String| {
+                Err(DataError::InvalidConfig {
+                    field: "shard",
+                    reason,
+                })
+            };
+            if shard.peers == 0 || shard.rank >= shard.peers {
+                return bad(format!(
+                    "rank {} of {} peers is out of range",
+                    shard.rank, shard.peers
+                ));
+            }
+            if shard.peers > 1 && !config.drop_last {
+                return bad(
+                    "sharded loading needs drop_last, so that every peer gets the same \
+                     number of batches"
+                        .into(),
+                );
+            }
+            if shard.peers > 1 && config.policy == SkipPolicy::Skip {
+                return bad(
+                    "sharded loading cannot skip unreadable images (peers would \
+                     disagree on the number of batches); run `supmae data check` and remove \
+                     them"
+                        .into(),
+                );
+            }
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.threads)
             .thread_name(|i| format!("supmae-data-{i}"))
@@ -161,7 +209,7 @@ impl<S: ImageSource + 'static> DataLoader<S> {
 
     /// Batches per epoch when nothing is skipped.
     pub fn num_batches(&self) -> usize {
-        let (n, b) = (self.source.len(), self.config.batch_size);
+        let (n, b) = (self.order_len(), self.config.batch_size);
         if self.config.drop_last {
             n / b
         } else {
@@ -169,12 +217,31 @@ impl<S: ImageSource + 'static> DataLoader<S> {
         }
     }
 
-    /// The sample order of `epoch`.
+    /// Samples this loader visits per epoch (its shard's share under sharding).
+    fn order_len(&self) -> usize {
+        match self.config.shard {
+            Some(s) if s.peers > 1 => {
+                self.source.len() / (self.config.batch_size * s.peers) * self.config.batch_size
+            }
+            _ => self.source.len(),
+        }
+    }
+
+    /// The sample order of `epoch` (this peer's part of it under sharding).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        if self.config.shuffle {
+        let all: Vec<usize> = if self.config.shuffle {
             SampleRng::for_sample(self.config.seed, epoch, u64::MAX).permutation(self.source.len())
         } else {
             (0..self.source.len()).collect()
+        };
+        match self.config.shard {
+            Some(s) if s.peers > 1 => {
+                let b = self.config.batch_size;
+                all.chunks_exact(b * s.peers)
+                    .flat_map(|global| global[s.rank * b..(s.rank + 1) * b].iter().copied())
+                    .collect()
+            }
+            _ => all,
         }
     }
 

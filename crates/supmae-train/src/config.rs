@@ -66,7 +66,8 @@ pub struct PretrainConfig {
     /// Micro-batches per optimizer step (the official README warns that BatchNorm in the
     /// classification branch makes accumulation differ from a larger batch).
     pub accum_iter: usize,
-    /// Base learning rate; `lr = blr · batch_size · accum_iter / 256` unless `lr` is set.
+    /// Base learning rate; `lr = blr · batch_size · accum_iter · peers / 256` unless `lr` is
+    /// set.
     pub blr: f64,
     /// Absolute learning rate, overriding the `blr` rule.
     pub lr: Option<f64>,
@@ -88,6 +89,14 @@ pub struct PretrainConfig {
     pub data_threads: usize,
     /// Evaluate the classification branch on the validation split after every epoch.
     pub eval: bool,
+    /// Data-parallel peers (devices across all nodes); every peer loads `batch_size`
+    /// images per micro-batch, so a step sees `batch_size · accum_iter · peers` images.
+    #[serde(default = "one")]
+    pub peers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl PretrainConfig {
@@ -112,6 +121,7 @@ impl PretrainConfig {
             checkpoint_every: 50,
             data_threads: 0,
             eval: true,
+            peers: 1,
         }
     }
 
@@ -149,7 +159,7 @@ impl PretrainConfig {
 
     /// Images per optimizer step.
     pub fn effective_batch(&self) -> usize {
-        self.batch_size * self.accum_iter
+        self.batch_size * self.accum_iter * self.peers
     }
 
     /// The peak learning rate.
@@ -164,6 +174,9 @@ impl PretrainConfig {
         self.model.validate()?;
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1".into());
+        }
+        if self.peers == 0 {
+            return bad("peers", "must be at least 1".into());
         }
         if self.batch_size == 0 || self.accum_iter == 0 {
             return bad(

@@ -49,6 +49,10 @@ pub enum TrainError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A data-parallel collective operation failed (a peer left, a network error, peers
+    /// that disagree).
+    #[error("data-parallel training: {0}")]
+    Collective(String),
     /// A checkpoint file is not a complete supmae training checkpoint.
     #[error("checkpoint {path} is unusable: {reason}")]
     Checkpoint {

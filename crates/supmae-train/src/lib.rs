@@ -23,6 +23,8 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod finetune;
 pub mod linprobe;
@@ -34,6 +36,8 @@ pub use classifier::{
     Classifier, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, load_classifier,
 };
 pub use config::{DataSpec, PretrainConfig};
+#[cfg(feature = "distributed")]
+pub use distributed::{DistributedConfig, Peer};
 pub use error::{Result, TrainError};
 pub use finetune::{FinetuneConfig, Finetuner, Init, MixupConfig};
 pub use linprobe::{LarsConfig, LinearProbe, LinearProber, LinprobeConfig};

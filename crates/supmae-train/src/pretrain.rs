@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use supmae_data::fashion_mnist::{self, Split};
 use supmae_data::{
     AnySource, DataLoader, FashionMnist, FolderDataset, Geometry, ImageNet, ImageSource,
-    LoaderConfig, SampleRng, ScanOptions, Transform,
+    LoaderConfig, SampleRng, ScanOptions, Shard, Transform,
 };
 use supmae_model::{SupMae, SupMaeInput};
 
@@ -263,7 +263,15 @@ pub struct Pretrainer<B: AutodiffBackend> {
     history: Vec<EpochLog>,
     step_lrs: Vec<f64>,
     progress: ProgressMode,
+    #[cfg(feature = "distributed")]
+    peer: Option<crate::distributed::Peer<B::InnerBackend>>,
 }
+
+/// This process's peer in a data-parallel run, if any.
+#[cfg(feature = "distributed")]
+type PeerArg<B> = Option<crate::distributed::Peer<<B as AutodiffBackend>::InnerBackend>>;
+#[cfg(not(feature = "distributed"))]
+type PeerArg<B> = Option<std::marker::PhantomData<B>>;
 
 impl<B: AutodiffBackend> Pretrainer<B> {
     /// Starts a new run in `out_dir` (created if needed) with the data of `config.data`.
@@ -285,6 +293,34 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         out_dir: impl AsRef<Path>,
         device: B::Device,
     ) -> Result<Self> {
+        Self::start(config, train, val, out_dir.as_ref(), device, None)
+    }
+
+    /// Starts a new run as one peer of a data-parallel run (see [`crate::distributed`]):
+    /// `config.peers` must equal the run's peers. Every peer must call this with the same
+    /// config and data; rank 0 writes the run folder, the others write nothing.
+    ///
+    /// Checks that every peer starts from the same weights.
+    #[cfg(feature = "distributed")]
+    pub fn with_sources_on_peer(
+        config: PretrainConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: impl AsRef<Path>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        Self::start(config, train, val, out_dir.as_ref(), device, Some(peer))
+    }
+
+    fn start(
+        config: PretrainConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: &Path,
+        device: B::Device,
+        peer: PeerArg<B>,
+    ) -> Result<Self> {
         config.validate()?;
         let model = {
             // Burn's CPU backend has one process-wide RNG: hold a lock between seeding and
@@ -296,7 +332,11 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             B::seed(&device, config.seed);
             config.model.init::<B>(&device)?
         };
-        let trainer = Self::assemble(config, model, train, val, out_dir.as_ref(), device)?;
+        let trainer = Self::assemble(config, model, train, val, out_dir, device, peer)?;
+        trainer.check_peers_agree()?;
+        if !trainer.is_main() {
+            return Ok(trainer);
+        }
         std::fs::create_dir_all(&trainer.out_dir).map_err(io(&trainer.out_dir))?;
         let json =
             serde_json::to_vec_pretty(&trainer.config).map_err(|e| TrainError::InvalidConfig {
@@ -315,7 +355,25 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         val: Option<AnySource>,
         out_dir: &Path,
         device: B::Device,
+        peer: PeerArg<B>,
     ) -> Result<Self> {
+        #[cfg(feature = "distributed")]
+        let (rank, peers) = peer.as_ref().map_or((0, 1), |p| (p.rank(), p.peers()));
+        #[cfg(not(feature = "distributed"))]
+        let (rank, peers) = {
+            let _ = &peer;
+            (0, 1)
+        };
+        if config.peers != peers {
+            return Err(TrainError::InvalidConfig {
+                field: "peers",
+                reason: format!(
+                    "the run is set up for {} data-parallel peer(s) but {peers} take part; \
+                     a run (and its resume) needs the same number of peers throughout",
+                    config.peers
+                ),
+            });
+        }
         let classes = config.model.cls_head.as_ref().map(|h| h.num_classes);
         if let Some(classes) = classes
             && train.classes().len() > classes
@@ -328,12 +386,12 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                 ),
             });
         }
-        if train.len() < config.batch_size {
+        if train.len() < config.batch_size * peers {
             return Err(TrainError::InvalidConfig {
                 field: "batch_size",
                 reason: format!(
-                    "({}) is larger than the training set ({} images); the last incomplete \
-                     batch is dropped, as in the official loader",
+                    "({} x {peers} peer(s)) is larger than the training set ({} images); the \
+                     last incomplete batch is dropped, as in the official loader",
                     config.batch_size,
                     train.len()
                 ),
@@ -346,9 +404,17 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             threads: config.data_threads,
             ..LoaderConfig::new(config.batch_size)
         };
-        let train = DataLoader::new(Arc::new(train), train_t, loader_cfg.clone())?;
+        let train = DataLoader::new(
+            Arc::new(train),
+            train_t,
+            LoaderConfig {
+                shard: Some(Shard { rank, peers }),
+                ..loader_cfg.clone()
+            },
+        )?;
         let val = match val {
-            Some(v) if config.eval && config.model.cls_head.is_some() => {
+            // Rank 0 evaluates; the others go on to the next epoch.
+            Some(v) if config.eval && config.model.cls_head.is_some() && rank == 0 => {
                 let cfg = LoaderConfig {
                     shuffle: false,
                     drop_last: false,
@@ -382,7 +448,75 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             history: Vec::new(),
             step_lrs: Vec::new(),
             progress: ProgressMode::Quiet,
+            #[cfg(feature = "distributed")]
+            peer,
         })
+    }
+
+    /// This process's rank in a data-parallel run (0 without one).
+    pub fn rank(&self) -> usize {
+        #[cfg(feature = "distributed")]
+        if let Some(p) = &self.peer {
+            return p.rank();
+        }
+        0
+    }
+
+    /// Whether this process writes the run folder (rank 0).
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    fn peers(&self) -> usize {
+        self.config.peers
+    }
+
+    fn check_peers_agree(&self) -> Result<()> {
+        #[cfg(feature = "distributed")]
+        if let Some(p) = &self.peer {
+            p.check_same(self.model())?;
+        }
+        Ok(())
+    }
+
+    /// Averages `values` over the peers (unchanged without any).
+    fn reduce_values(&self, values: Vec<f64>) -> Result<Vec<f64>> {
+        #[cfg(feature = "distributed")]
+        if let Some(p) = &self.peer {
+            let n = values.len();
+            let t = Tensor::<B::InnerBackend, 1>::from_data(
+                TensorData::new(values.iter().map(|&v| v as f32).collect(), [n]),
+                &self.device,
+            );
+            return Ok(p
+                .all_reduce_mean(t)?
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .unwrap_or_else(|_| vec![f64::NAN; n]));
+        }
+        Ok(values)
+    }
+
+    /// Averages the gradients over the peers (unchanged without any).
+    fn reduce_grads(&self, model: &SupMae<B>, grads: GradientsParams) -> Result<GradientsParams> {
+        #[cfg(feature = "distributed")]
+        if let Some(p) = &self.peer {
+            return p.all_reduce_grads(model, grads);
+        }
+        let _ = model;
+        Ok(grads)
+    }
+
+    /// A hash of every trainable parameter's bits (FNV-1a over the f32 values in the
+    /// module's order): equal on all peers of a data-parallel run after every step.
+    pub fn parameter_fingerprint(&self) -> u64 {
+        let mut f = Fingerprint::<B> {
+            hash: 0xcbf2_9ce4_8422_2325,
+            _b: std::marker::PhantomData,
+        };
+        self.model().visit(&mut f);
+        f.hash
     }
 
     /// Continues the run saved in `out_dir` from its last checkpoint, with the same data.
@@ -390,7 +524,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         let out_dir = out_dir.as_ref();
         let (parts, meta) = read_checkpoint(out_dir)?;
         let (train, val) = load_data(&meta.config.data)?;
-        Self::resume_with_sources(out_dir, parts, meta, train, val, device)
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, None)
     }
 
     /// [`resume`](Self::resume) on explicit datasets.
@@ -402,7 +536,23 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     ) -> Result<Self> {
         let out_dir = out_dir.as_ref();
         let (parts, meta) = read_checkpoint(out_dir)?;
-        Self::resume_with_sources(out_dir, parts, meta, train, val, device)
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, None)
+    }
+
+    /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run: every peer reads
+    /// the checkpoint of `out_dir` (shared storage, or a copy on every node), rank 0 goes on
+    /// writing it.
+    #[cfg(feature = "distributed")]
+    pub fn resume_on_peer(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let (parts, meta) = read_checkpoint(out_dir)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, Some(peer))
     }
 
     fn resume_with_sources(
@@ -412,6 +562,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         train: AnySource,
         val: Option<AnySource>,
         device: B::Device,
+        peer: PeerArg<B>,
     ) -> Result<Self> {
         let path = out_dir.join(CHECKPOINT_FILE);
         let bad = |what: &str, e: String| TrainError::Checkpoint {
@@ -432,7 +583,8 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
             .map_err(|e| bad("model record", e.to_string()))?;
         let model = model.load_record(record);
-        let mut trainer = Self::assemble(meta.config, model, train, val, out_dir, device)?;
+        let mut trainer = Self::assemble(meta.config, model, train, val, out_dir, device, peer)?;
+        trainer.check_peers_agree()?;
         let dec = Recorder::<B>::load(&Rec::new(), parts.optim_decay, &trainer.device)
             .map_err(|e| bad("optimizer record", e.to_string()))?;
         let nodec = Recorder::<B>::load(&Rec::new(), parts.optim_no_decay, &trainer.device)
@@ -442,7 +594,9 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         trainer.epochs_done = meta.epochs_done;
         trainer.history = meta.history;
         // Epochs logged after the checkpoint are redone: rewrite the log to match.
-        trainer.rewrite_log()?;
+        if trainer.is_main() {
+            trainer.rewrite_log()?;
+        }
         Ok(trainer)
     }
 
@@ -518,12 +672,15 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                 log.val_acc1_masked = Some(masked);
             }
             self.epochs_done += 1;
-            self.append_log(&log)?;
+            if self.is_main() {
+                self.append_log(&log)?;
+            }
             self.history.push(log);
-            if self
-                .epochs_done
-                .is_multiple_of(self.config.checkpoint_every)
-                || self.epochs_done == self.config.epochs
+            if self.is_main()
+                && (self
+                    .epochs_done
+                    .is_multiple_of(self.config.checkpoint_every)
+                    || self.epochs_done == self.config.epochs)
             {
                 self.save_checkpoint()?;
             }
@@ -548,10 +705,13 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             let lr = schedule.lr_at(epoch, it);
             let n = batch.len();
             let (x, y) = batch.into_tensors::<B>(&self.device);
-            let noise = Tensor::<B, 2>::from_data(
-                TensorData::new(mask_noise(self.config.seed, epoch, it, n, l), [n, l]),
-                &self.device,
-            );
+            // The masks of the global batch; this peer takes its rows.
+            let (peers, rank) = (self.peers(), self.rank());
+            let mut noise = mask_noise(self.config.seed, epoch, it, n * peers, l);
+            if peers > 1 {
+                noise = noise[rank * n * l..(rank + 1) * n * l].to_vec();
+            }
+            let noise = Tensor::<B, 2>::from_data(TensorData::new(noise, [n, l]), &self.device);
             let model = self
                 .model
                 .take()
@@ -580,6 +740,14 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                     .convert::<f64>()
                     .to_vec::<f64>()
                     .unwrap_or_default();
+            // Logged losses are the global batch's; every peer stops on a non-finite one.
+            let values = match self.reduce_values(values) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e);
+                }
+            };
             // An unreadable value counts as non-finite below.
             let value = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
             let (loss, rec, cls) = (value(0), value(1), value(2));
@@ -603,23 +771,28 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                 out.loss
             };
             let grads = GradientsParams::from_grads(scaled.backward(), &model);
-            let model = if accum > 1 {
+            let grads = if accum > 1 {
                 accumulator.accumulate(&model, grads);
-                if (it + 1) % accum == 0 {
-                    let grads = accumulator.grads();
-                    self.step(model, grads, lr)
-                } else {
-                    model
-                }
+                ((it + 1) % accum == 0).then(|| accumulator.grads())
             } else {
-                self.step(model, grads, lr)
+                Some(grads)
+            };
+            let model = match grads {
+                Some(grads) => match self.reduce_grads(&model, grads) {
+                    Ok(grads) => self.step(model, grads, lr),
+                    Err(e) => {
+                        self.model = Some(model);
+                        return Err(e);
+                    }
+                },
+                None => model,
             };
             self.model = Some(model);
             sum_loss += loss;
             sum_rec += rec;
             sum_cls += cls;
             sum_lr += lr;
-            images += n;
+            images += n * self.peers();
             done += 1;
             progress.update(done, images, sum_loss / done as f64);
         }
@@ -759,6 +932,27 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             text.push('\n');
         }
         write_atomic(&self.out_dir.join(LOG_FILE), text.as_bytes())
+    }
+}
+
+/// FNV-1a over the bits of every trainable parameter.
+struct Fingerprint<B: AutodiffBackend> {
+    hash: u64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Fingerprint<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        let values = param.val().into_data().convert::<f32>();
+        for v in values.iter::<f32>() {
+            for byte in v.to_bits().to_le_bytes() {
+                self.hash ^= u64::from(byte);
+                self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
     }
 }
 
