@@ -1,10 +1,13 @@
-//! Data-parallel training on Burn's collective engine (`burn-collective`).
+//! Data-parallel training: several devices of one process, or several processes.
 //!
-//! A run has `peers = devices · nodes` peers. Each peer is one device driven by one thread:
-//! several devices of one process (one node) meet through the collective's local server,
-//! several processes (nodes) meet through its global orchestrator (`supmae orchestrator`,
-//! or [`burn_collective::start_global_orchestrator`]) and exchange tensors peer to peer over
-//! WebSockets.
+//! A run has `peers = devices · nodes` peers, each one device driven by one thread:
+//! - devices of one process meet through burn-collective's in-process engine (its local
+//!   all-reduce);
+//! - processes (one device each, on one or several machines) meet over TCP at the `master`
+//!   address, where process 0 sums every peer's buffer in rank order and sends the mean
+//!   back. burn-collective 0.21's multi-node path cannot be used: its end-of-operation sync
+//!   never clears its list of synced nodes, so a process's second global all-reduce waits
+//!   forever (`docs/decisions.md`).
 //!
 //! Every peer starts from the same weights (same seed or checkpoint: [`Peer::check_same`]
 //! verifies it), loads its own part of every global batch
@@ -20,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::TcpStream;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -31,17 +35,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
+mod hub;
+
 /// Elements per all-reduce message (64 MiB of f32).
 const BUCKET: usize = 1 << 24;
 
 /// Where this process sits in a data-parallel run.
 ///
-/// `devices` peers run in this process (one thread each); with `nodes > 1`, the run spans
-/// `nodes` processes (usually one per machine), which all need the orchestrator's address,
-/// their own address as the others can reach it, and the port of their tensor service.
+/// Two shapes, like PyTorch's launchers:
+/// - one process driving `devices` devices, one thread (peer) each, meeting through
+///   burn-collective's in-process engine;
+/// - `nodes` processes, one device each (one process per GPU, as `torchrun` starts them),
+///   on one or several machines, meeting at `master` (`HOST:PORT`), where process 0
+///   listens.
 ///
-/// Peer ranks are `node_rank · devices + device`, so every node must use the same
-/// `devices`.
+/// Ranks are `node_rank · devices + device`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistributedConfig {
     /// Devices (peers) of this process.
@@ -50,11 +58,9 @@ pub struct DistributedConfig {
     pub nodes: usize,
     /// This process's index, `0..nodes`.
     pub node_rank: usize,
-    /// The orchestrator, e.g. `ws://10.0.0.1:3000` (needed with several nodes).
-    pub orchestrator: Option<String>,
-    /// This node's address as other nodes reach it, e.g. `ws://10.0.0.2:3001`; its port is
-    /// the tensor service's (needed with several nodes).
-    pub node_address: Option<String>,
+    /// `HOST:PORT` where process 0 listens and the others connect (needed with several
+    /// processes).
+    pub master: Option<String>,
 }
 
 impl Default for DistributedConfig {
@@ -70,25 +76,17 @@ impl DistributedConfig {
             devices,
             nodes: 1,
             node_rank: 0,
-            orchestrator: None,
-            node_address: None,
+            master: None,
         }
     }
 
-    /// Node `node_rank` of `nodes`, each with `devices` peers.
-    pub fn multi_node(
-        devices: usize,
-        nodes: usize,
-        node_rank: usize,
-        orchestrator: impl Into<String>,
-        node_address: impl Into<String>,
-    ) -> Self {
+    /// Process `node_rank` of `nodes` (one device each), meeting at `master`.
+    pub fn processes(nodes: usize, node_rank: usize, master: impl Into<String>) -> Self {
         Self {
-            devices,
+            devices: 1,
             nodes,
             node_rank,
-            orchestrator: Some(orchestrator.into()),
-            node_address: Some(node_address.into()),
+            master: Some(master.into()),
         }
     }
 
@@ -118,65 +116,38 @@ impl DistributedConfig {
             );
         }
         if self.nodes > 1 {
-            let Some(orchestrator) = &self.orchestrator else {
+            if self.devices > 1 {
                 return bad(
-                    "orchestrator",
-                    "is needed with several nodes (e.g. ws://10.0.0.1:3000, where \
-                     `supmae orchestrator --port 3000` runs)"
+                    "devices",
+                    format!(
+                        "({}) must be 1 with several processes: start one process per device \
+                         (as torchrun does), with nodes = the number of processes",
+                        self.devices
+                    ),
+                );
+            }
+            let Some(master) = &self.master else {
+                return bad(
+                    "master",
+                    "is needed with several processes: HOST:PORT where process 0 listens \
+                     (e.g. 10.0.0.1:29500)"
                         .into(),
                 );
             };
-            check_ws("orchestrator", orchestrator)?;
-            let Some(address) = &self.node_address else {
-                return bad(
-                    "node_address",
-                    "is needed with several nodes: this node's address as the others reach \
-                     it (e.g. ws://10.0.0.2:3001)"
-                        .into(),
-                );
-            };
-            check_ws("node_address", address)?;
+            check_host_port(master)?;
         }
         Ok(())
     }
-
-    fn collective(&self) -> Result<CollectiveConfig> {
-        self.validate()?;
-        let config = CollectiveConfig::default().with_num_devices(self.devices);
-        if self.nodes == 1 {
-            return Ok(config);
-        }
-        let (Some(orchestrator), Some(address)) = (&self.orchestrator, &self.node_address) else {
-            return Err(TrainError::InvalidConfig {
-                field: "orchestrator",
-                reason: "and node_address are needed with several nodes".into(),
-            });
-        };
-        let port = check_ws("node_address", address)?;
-        let parse = |field: &'static str, s: &str| {
-            s.parse().map_err(|e: String| TrainError::InvalidConfig {
-                field,
-                reason: format!("`{s}`: {e}"),
-            })
-        };
-        Ok(config
-            .with_num_nodes(self.nodes as u32)
-            .with_global_address(parse("orchestrator", orchestrator)?)
-            .with_node_address(parse("node_address", address)?)
-            .with_data_service_port(port))
-    }
 }
 
-/// Checks a `ws://host:port` address and returns its port.
-fn check_ws(field: &'static str, address: &str) -> Result<u16> {
+/// Checks a `HOST:PORT` address and returns its port.
+fn check_host_port(address: &str) -> Result<u16> {
     let bad = || TrainError::InvalidConfig {
-        field,
-        reason: format!("`{address}` is not a ws://HOST:PORT address"),
+        field: "master",
+        reason: format!("`{address}` is not a HOST:PORT address"),
     };
-    let rest = address.strip_prefix("ws://").ok_or_else(bad)?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() {
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') {
         return Err(bad());
     }
     port.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)
@@ -186,26 +157,34 @@ fn collective_error(what: &str, e: impl std::fmt::Debug) -> TrainError {
     TrainError::Collective(format!("{what}: {e:?}"))
 }
 
-/// One registered peer of a data-parallel run, on backend `B` (the inner backend of the
-/// autodiff backend being trained).
+/// One peer of a data-parallel run, on backend `B` (the inner backend of the autodiff
+/// backend being trained).
 ///
-/// Dropping it leaves the collective.
+/// Dropping it leaves the run.
 #[derive(Debug)]
 pub struct Peer<B: Backend> {
-    id: PeerId,
+    link: Link,
     rank: usize,
     peers: usize,
-    finished: bool,
     _b: PhantomData<B>,
 }
 
+#[derive(Debug)]
+enum Link {
+    /// Threads of one process: burn-collective's local engine.
+    Local { id: PeerId, finished: bool },
+    /// Processes: rank 0 holds one stream per other rank, the others one to rank 0.
+    Hub(Vec<(usize, TcpStream)>),
+}
+
 impl<B: Backend> Peer<B> {
-    /// Registers this process's `device`-th peer on `on` and waits until every peer of the
-    /// run has registered (with several nodes, until the orchestrator has seen them all).
+    /// Joins the run as this process's `device`-th peer on `on`, and waits until every
+    /// peer has joined (process 0 waits for the others to connect; the others retry
+    /// connecting to `master` for up to 10 minutes).
     ///
     /// Blocks; a peer that never comes keeps the others waiting, as in PyTorch.
     pub fn join(config: &DistributedConfig, device: usize, on: &B::Device) -> Result<Self> {
-        let collective = config.collective()?;
+        config.validate()?;
         if device >= config.devices {
             return Err(TrainError::InvalidConfig {
                 field: "devices",
@@ -213,14 +192,24 @@ impl<B: Backend> Peer<B> {
             });
         }
         let rank = config.rank(device);
-        let id = PeerId(rank as u32);
-        burn_collective::register::<B>(id, on.clone(), collective)
-            .map_err(|e| collective_error("joining the run", e))?;
+        let peers = config.peers();
+        let link = match &config.master {
+            Some(master) if config.nodes > 1 => Link::Hub(hub::connect(master, rank, peers)?),
+            _ => {
+                let id = PeerId(rank as u32);
+                let collective = CollectiveConfig::default().with_num_devices(config.devices);
+                burn_collective::register::<B>(id, on.clone(), collective)
+                    .map_err(|e| collective_error("joining the run", e))?;
+                Link::Local {
+                    id,
+                    finished: false,
+                }
+            }
+        };
         Ok(Self {
-            id,
+            link,
             rank,
-            peers: config.peers(),
-            finished: false,
+            peers,
             _b: PhantomData,
         })
     }
@@ -240,13 +229,28 @@ impl<B: Backend> Peer<B> {
     /// # Shapes
     /// - `values`: `[N]`, the same `N` on every peer. Returns `[N]`.
     pub fn all_reduce_mean(&self, values: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
-        let reduced = burn_collective::all_reduce::<B>(
-            self.id,
-            values.into_primitive().tensor(),
-            ReduceOperation::Mean,
-        )
-        .map_err(|e| collective_error("all-reduce", e))?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
+        match &self.link {
+            Link::Local { id, .. } => {
+                let reduced = burn_collective::all_reduce::<B>(
+                    *id,
+                    values.into_primitive().tensor(),
+                    ReduceOperation::Mean,
+                )
+                .map_err(|e| collective_error("all-reduce", e))?;
+                Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
+            }
+            Link::Hub(streams) => {
+                let device = values.device();
+                let own = values
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| TrainError::Collective(format!("all-reduce: {e:?}")))?;
+                let mean = hub::all_reduce_mean(streams, self.rank, self.peers, own)?;
+                let n = mean.len();
+                Ok(Tensor::from_data(TensorData::new(mean, [n]), &device))
+            }
+        }
     }
 
     /// Replaces every gradient of `grads` by its mean over all peers.
@@ -290,7 +294,7 @@ impl<B: Backend> Peer<B> {
                 let sum = self.all_reduce_mean(Tensor::cat(std::mem::take(&mut bucket), 0))?;
                 let mut start = 0;
                 for len in lens {
-                    reduced.push(sum.clone().slice([start..start + len]));
+                    reduced.push(sum.clone().narrow(0, start, len));
                     start += len;
                 }
                 bucket_len = 0;
@@ -322,7 +326,8 @@ impl<B: Backend> Peer<B> {
             let mean = self.all_reduce_mean(own.clone())?;
             let diff: f32 = (mean - own.clone()).abs().max().into_scalar().elem();
             let scale: f32 = own.abs().max().into_scalar().elem();
-            if !(diff <= 1e-6 * scale.max(1e-6)) {
+            let same = diff <= 1e-6 * scale.max(1e-6);
+            if !same {
                 return Err(TrainError::Collective(format!(
                     "peer {} holds different weights from the run's mean (max difference \
                      {diff:e} in parameter chunk {i}): start every peer from the same seed \
@@ -336,17 +341,30 @@ impl<B: Backend> Peer<B> {
 
     /// Leaves the run (also done on drop).
     pub fn finish(mut self) -> Result<()> {
-        self.finished = true;
-        burn_collective::finish_collective::<B>(self.id)
-            .map_err(|e| collective_error("leaving the run", e))
+        self.leave()
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        match &mut self.link {
+            Link::Local { id, finished } if !*finished => {
+                *finished = true;
+                burn_collective::finish_collective::<B>(*id)
+                    .map_err(|e| collective_error("leaving the run", e))
+            }
+            Link::Local { .. } => Ok(()),
+            Link::Hub(streams) => {
+                for (_, s) in streams.drain(..) {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+                Ok(())
+            }
+        }
     }
 }
 
 impl<B: Backend> Drop for Peer<B> {
     fn drop(&mut self) {
-        if !self.finished {
-            let _ = burn_collective::finish_collective::<B>(self.id);
-        }
+        let _ = self.leave();
     }
 }
 

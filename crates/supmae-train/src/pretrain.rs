@@ -539,6 +539,20 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         Self::resume_with_sources(out_dir, parts, meta, train, val, device, None)
     }
 
+    /// [`resume`](Self::resume) as one peer of a data-parallel run (the data of the saved
+    /// config).
+    #[cfg(feature = "distributed")]
+    pub fn resume_peer(
+        out_dir: impl AsRef<Path>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let (parts, meta) = read_checkpoint(out_dir)?;
+        let (train, val) = load_data(&meta.config.data)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, Some(peer))
+    }
+
     /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run: every peer reads
     /// the checkpoint of `out_dir` (shared storage, or a copy on every node), rank 0 goes on
     /// writing it.

@@ -228,29 +228,32 @@ fn supmae_peers_with_accumulation_stay_identical_and_resume() {
 
 #[test]
 fn bad_distributed_settings_are_clear_errors() {
-    let no_orchestrator = DistributedConfig {
+    let no_master = DistributedConfig {
         nodes: 2,
         ..DistributedConfig::local(1)
     };
-    let err = no_orchestrator.validate().unwrap_err().to_string();
-    assert!(err.contains("orchestrator"), "{err}");
-    let bad_address =
-        DistributedConfig::multi_node(1, 2, 0, "ws://127.0.0.1:3000", "127.0.0.1:3001");
+    let err = no_master.validate().unwrap_err().to_string();
+    assert!(err.contains("master"), "{err}");
+    let bad_address = DistributedConfig::processes(2, 0, "ws://127.0.0.1");
     let err = bad_address.validate().unwrap_err().to_string();
-    assert!(
-        err.contains("`127.0.0.1:3001` is not a ws://HOST:PORT"),
-        "{err}"
-    );
-    let bad_rank = DistributedConfig::multi_node(1, 2, 2, "ws://a:1", "ws://b:2");
+    assert!(err.contains("`ws://127.0.0.1` is not a HOST:PORT"), "{err}");
+    let bad_rank = DistributedConfig::processes(2, 2, "a:1");
     let err = bad_rank.validate().unwrap_err().to_string();
     assert!(err.contains("node_rank"), "{err}");
+    let threads_and_processes = DistributedConfig {
+        devices: 2,
+        ..DistributedConfig::processes(2, 0, "a:1")
+    };
+    let err = threads_and_processes.validate().unwrap_err().to_string();
+    assert!(err.contains("one process per device"), "{err}");
     assert!(
-        DistributedConfig::multi_node(2, 4, 3, "ws://a:1", "ws://b:2")
+        DistributedConfig::processes(4, 3, "10.0.0.1:29500")
             .validate()
             .is_ok()
     );
     assert_eq!(
-        DistributedConfig::multi_node(2, 4, 3, "ws://a:1", "ws://b:2").rank(1),
-        7
+        DistributedConfig::processes(4, 3, "10.0.0.1:29500").rank(0),
+        3
     );
+    assert_eq!(DistributedConfig::local(8).peers(), 8);
 }

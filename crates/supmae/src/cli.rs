@@ -189,6 +189,19 @@ OPTIONS:
     --resume               continue the run in --out from its checkpoint (its saved
                            config is used; other options are ignored)
 
+DATA-PARALLEL OPTIONS (every peer loads --batch-size images, so a step sees
+batch x accum x peers images and lr = blr x that / 256; peers end every step with
+identical parameters):
+    --devices <N>          train on N devices of this machine, one thread each (GPUs
+                           0..N-1), through burn-collective [default: 1]
+    --nodes <K>            run as one of K processes, one device each (one process per
+                           GPU, on one or several machines) [default: 1]
+    --node-rank <R>        this process's index, 0..K; process 0 writes the run folder
+    --master <HOST:PORT>   where process 0 listens and the others connect
+    Every process runs the same command (same options, seed and data) with its own
+    --node-rank; with several machines, give each process its GPU with
+    CUDA_VISIBLE_DEVICES.
+
 PRESETS:
 ";
 
@@ -256,6 +269,10 @@ const VALUED: &[&str] = &[
     "config",
     "steps",
     "fixtures",
+    "devices",
+    "nodes",
+    "node-rank",
+    "master",
 ];
 
 impl Options {
@@ -406,8 +423,59 @@ pub fn pretrain_config(opts: &Options) -> Result<PretrainConfig, CliError> {
     if opts.has("no-eval") {
         config.eval = false;
     }
+    config.peers = distributed(opts)?.peers();
     config.validate().map_err(|e| CliError(e.to_string()))?;
     Ok(config)
+}
+
+/// Where this process sits in a data-parallel run: `--devices`, `--nodes`, `--node-rank`,
+/// `--master`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parallel {
+    /// Devices (peers) of this process.
+    pub devices: usize,
+    /// Processes of the run.
+    pub nodes: usize,
+    /// This process's index.
+    pub node_rank: usize,
+    /// `HOST:PORT` of process 0.
+    pub master: Option<String>,
+}
+
+impl Parallel {
+    /// Peers of the whole run.
+    pub fn peers(&self) -> usize {
+        self.devices * self.nodes
+    }
+
+    #[cfg(feature = "distributed")]
+    fn config(&self) -> supmae_train::DistributedConfig {
+        supmae_train::DistributedConfig {
+            devices: self.devices,
+            nodes: self.nodes,
+            node_rank: self.node_rank,
+            master: self.master.clone(),
+        }
+    }
+}
+
+/// Parses the data-parallel options (all optional: one device, one node).
+pub fn distributed(opts: &Options) -> Result<Parallel, CliError> {
+    let p = Parallel {
+        devices: opts.parsed("devices")?.unwrap_or(1),
+        nodes: opts.parsed("nodes")?.unwrap_or(1),
+        node_rank: opts.parsed("node-rank")?.unwrap_or(0),
+        master: opts.get("master").map(str::to_string),
+    };
+    #[cfg(feature = "distributed")]
+    p.config()
+        .validate()
+        .map_err(|e| CliError(format!("data-parallel options: {e}")))?;
+    #[cfg(not(feature = "distributed"))]
+    if p.peers() > 1 {
+        return err("--devices/--nodes need supmae built with the `distributed` feature");
+    }
+    Ok(p)
 }
 
 /// The outcome of a pre-training run.
@@ -427,14 +495,98 @@ struct PretrainJob {
     config: Option<PretrainConfig>,
     out_dir: PathBuf,
     progress: ProgressMode,
+    parallel: Parallel,
 }
 
 impl BackendJob for PretrainJob {
     type Output = Result<PretrainSummary, CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        if self.parallel.peers() > 1 {
+            #[cfg(feature = "distributed")]
+            return self.run_peers::<B>(device);
+        }
+        self.run_peer::<B>(device, None)
+    }
+}
+
+/// The peer a thread trains as, in a data-parallel run.
+#[cfg(feature = "distributed")]
+type PeerOf<B> = Option<supmae_train::Peer<<B as AutodiffBackend>::InnerBackend>>;
+#[cfg(not(feature = "distributed"))]
+type PeerOf<B> = Option<std::marker::PhantomData<B>>;
+
+impl PretrainJob {
+    /// One thread per local device, each one peer of the run.
+    #[cfg(feature = "distributed")]
+    fn run_peers<B: AutodiffBackend>(self, device: B::Device) -> Result<PretrainSummary, CliError> {
+        use burn::tensor::backend::Device as _;
+        let dist = self.parallel.config();
+        eprintln!(
+            "data-parallel: {} peer(s) here (ranks {}..{}) of {} on {} node(s); waiting for all \
+             peers to join",
+            dist.devices,
+            dist.rank(0),
+            dist.rank(dist.devices - 1),
+            dist.peers(),
+            dist.nodes
+        );
+        let results: Vec<Result<PretrainSummary, CliError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..dist.devices)
+                .map(|i| {
+                    // Local device i: the default device's kind, index i.
+                    let mut id = device.to_id();
+                    id.index_id = i as u16;
+                    let on = B::Device::from_id(id);
+                    let job = PretrainJob {
+                        config: self.config.clone(),
+                        out_dir: self.out_dir.clone(),
+                        progress: if i == 0 {
+                            self.progress
+                        } else {
+                            ProgressMode::Quiet
+                        },
+                        parallel: self.parallel.clone(),
+                    };
+                    let dist = &dist;
+                    s.spawn(move || {
+                        let peer = supmae_train::Peer::join(dist, i, &on)
+                            .map_err(|e| CliError(e.to_string()))?;
+                        job.run_peer::<B>(on, Some(peer))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(CliError("a training thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut first = None;
+        for r in results {
+            match (r, &first) {
+                (Err(e), _) => return Err(e),
+                (Ok(summary), None) => first = Some(summary),
+                _ => {}
+            }
+        }
+        first.ok_or_else(|| CliError("no device trained".into()))
+    }
+
+    fn run_peer<B: AutodiffBackend>(
+        self,
+        device: B::Device,
+        peer: PeerOf<B>,
+    ) -> Result<PretrainSummary, CliError> {
         let start = std::time::Instant::now();
         let resumed = self.config_was_resumed();
+        #[cfg(feature = "distributed")]
+        let rank = peer.as_ref().map_or(0, |p| p.rank());
+        #[cfg(not(feature = "distributed"))]
+        let rank = 0;
+        let talk = rank == 0;
         let mut trainer = match self.config {
             Some(mut config) => {
                 let (train, val) =
@@ -446,25 +598,34 @@ impl BackendJob for PretrainJob {
                     let classes = train.classes().len();
                     config.model = config.model.clone().with_cls_head(Some(head.with_num_classes(classes.max(2))));
                 }
-                eprintln!(
-                    "pretraining {} on {} training images ({} classes), {} epochs, batch {} x {}, lr {:.3e}; run folder {}",
+                if talk { eprintln!(
+                    "pretraining {} on {} training images ({} classes), {} epochs, batch {} x {}{}, lr {:.3e}; run folder {}",
                     if config.model.cls_head.is_some() { "SupMAE" } else { "MAE" },
                     train.len(),
                     train.classes().len(),
                     config.epochs,
                     config.batch_size,
                     config.accum_iter,
+                    if config.peers > 1 { format!(" x {} peers", config.peers) } else { String::new() },
                     config.peak_lr(),
                     self.out_dir.display()
-                );
-                Pretrainer::<B>::with_sources(config, train, val, &self.out_dir, device)
+                ); }
+                match peer {
+                    #[cfg(feature = "distributed")]
+                    Some(peer) => Pretrainer::<B>::with_sources_on_peer(config, train, val, &self.out_dir, device, peer),
+                    _ => Pretrainer::<B>::with_sources(config, train, val, &self.out_dir, device),
+                }
             }
-            None => Pretrainer::<B>::resume(&self.out_dir, device),
+            None => match peer {
+                #[cfg(feature = "distributed")]
+                Some(peer) => Pretrainer::<B>::resume_peer(&self.out_dir, device, peer),
+                _ => Pretrainer::<B>::resume(&self.out_dir, device),
+            },
         }
         .map_err(|e| CliError(e.to_string()))?
         .with_progress(self.progress);
         let already = trainer.epochs_done();
-        if resumed {
+        if resumed && talk {
             eprintln!(
                 "resuming {} after epoch {} of {}",
                 self.out_dir.display(),
@@ -478,7 +639,7 @@ impl BackendJob for PretrainJob {
             trainer
                 .train_until(next)
                 .map_err(|e| CliError(e.to_string()))?;
-            if let Some(log) = trainer.history().last() {
+            if let Some(log) = trainer.history().last().filter(|_| talk) {
                 let val = match (log.val_acc1_full, log.val_acc1_masked) {
                     (Some(f), Some(m)) => {
                         format!(", val top-1 {f:.2}% (all patches) {m:.2}% (masked)")
@@ -496,6 +657,13 @@ impl BackendJob for PretrainJob {
                     log.images_per_sec
                 );
             }
+        }
+        if self.parallel.peers() > 1 {
+            // Equal on every peer: a quick check that the run stayed in sync.
+            eprintln!(
+                "rank {rank}: parameter fingerprint {:016x}",
+                trainer.parameter_fingerprint()
+            );
         }
         let history = trainer.history();
         Ok(PretrainSummary {
@@ -561,6 +729,7 @@ pub fn pretrain(args: &[String]) -> Result<PretrainSummary, CliError> {
         config,
         out_dir,
         progress: ProgressMode::auto(),
+        parallel: distributed(&opts)?,
     };
     run_on(kind, job).map_err(|e| CliError(e.to_string()))?
 }
