@@ -5,36 +5,25 @@
 
 #![cfg(feature = "distributed")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
+use supmae_data::AnySource;
 use supmae_data::fashion_mnist::Split;
-use supmae_data::{AnySource, FashionMnist};
 use supmae_model::checkpoint::export_state_dict;
 use supmae_model::{ClsHeadConfig, MaeConfig};
 use supmae_train::pretrain::LOG_FILE;
 use supmae_train::{DataSpec, DistributedConfig, Peer, PretrainConfig, Pretrainer, TrainError};
+
+use common::{scratch, small_fashion};
 
 type B = Autodiff<Flex>;
 
 /// The collective's local server is per process and backend: one run at a time (a run's
 /// peers leave when their trainers are dropped).
 static ONE_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supmae-dist-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn small_fashion(dir: &Path, n: usize, split: Split) -> AnySource {
-    FashionMnist::embedded(split)
-        .unwrap()
-        .write_idx(dir, split, Some(n))
-        .unwrap();
-    AnySource::FashionMnist(FashionMnist::from_dir(dir, split).unwrap())
-}
 
 fn config(dir: &Path, supmae: bool, batch: usize, accum: usize, peers: usize) -> PretrainConfig {
     let model = MaeConfig::new()
@@ -66,36 +55,40 @@ fn config(dir: &Path, supmae: bool, batch: usize, accum: usize, peers: usize) ->
     }
 }
 
-/// Runs `cfg` on `peers` threads of this process, each one peer; returns the trainers.
+/// Runs `job` on `peers` threads of this process, each one joined peer; returns the
+/// trainers.
+fn on_peers(peers: usize, job: impl Fn(Peer<Flex>) -> Pretrainer<B> + Sync) -> Vec<Pretrainer<B>> {
+    let dist = DistributedConfig::local(peers);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..peers)
+            .map(|i| {
+                let (dist, job) = (&dist, &job);
+                s.spawn(move || job(Peer::join(dist, i, &Default::default()).unwrap()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// Runs `cfg` to the end on `cfg.peers` peers.
 fn run_peers(
     cfg: &PretrainConfig,
     train: &AnySource,
     val: &AnySource,
     out: &Path,
 ) -> Vec<Pretrainer<B>> {
-    let dist = DistributedConfig::local(cfg.peers);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cfg.peers)
-            .map(|i| {
-                let (cfg, train, val, dist) = (cfg.clone(), train.clone(), val.clone(), &dist);
-                s.spawn(move || {
-                    let device = Default::default();
-                    let peer = Peer::join(dist, i, &device).unwrap();
-                    let mut t = Pretrainer::<B>::with_sources_on_peer(
-                        cfg,
-                        train,
-                        Some(val),
-                        out,
-                        device,
-                        peer,
-                    )
-                    .unwrap();
-                    t.run().unwrap();
-                    t
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    on_peers(cfg.peers, |peer| {
+        let mut t = Pretrainer::<B>::with_sources_on_peer(
+            cfg.clone(),
+            train.clone(),
+            Some(val.clone()),
+            out,
+            Default::default(),
+            peer,
+        )
+        .unwrap();
+        t.run().unwrap();
+        t
     })
 }
 
@@ -224,6 +217,42 @@ fn supmae_peers_with_accumulation_stay_identical_and_resume() {
         err.to_string().contains("2 data-parallel peer(s) but 1"),
         "{err}"
     );
+
+    // The same run stopped after epoch 1 and resumed by both peers from rank 0's
+    // checkpoint ends with the same parameters as the uninterrupted one. (One run at a time
+    // per process: the first run's peers leave first.)
+    let want = peers[0].parameter_fingerprint();
+    drop(peers);
+    let out_b = scratch("sup-peers-resumed");
+    let stopped = on_peers(2, |peer| {
+        let mut t = Pretrainer::<B>::with_sources_on_peer(
+            cfg.clone(),
+            train.clone(),
+            Some(val.clone()),
+            &out_b,
+            Default::default(),
+            peer,
+        )
+        .unwrap();
+        t.train_until(1).unwrap();
+        t
+    });
+    drop(stopped);
+    let resumed = on_peers(2, |peer| {
+        let mut t = Pretrainer::<B>::resume_on_peer(
+            &out_b,
+            train.clone(),
+            Some(val.clone()),
+            Default::default(),
+            peer,
+        )
+        .unwrap();
+        assert_eq!(t.epochs_done(), 1);
+        t.run().unwrap();
+        t
+    });
+    assert_eq!(resumed[0].parameter_fingerprint(), want);
+    assert_eq!(resumed[1].parameter_fingerprint(), want);
 }
 
 #[test]

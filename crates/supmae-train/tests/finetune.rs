@@ -1,13 +1,15 @@
 //! Fine-tuning, linear probing and evaluation at tiny size, from a pre-training checkpoint
 //! written by the pre-training learner.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
+use supmae_data::AnySource;
 use supmae_data::fashion_mnist::Split;
-use supmae_data::{AnySource, FashionMnist};
 use supmae_model::checkpoint::export_state_dict;
 use supmae_model::{ClsHeadConfig, MaeConfig, VitConfig};
 use supmae_train::classifier::{BEST_FILE, evaluate};
@@ -18,22 +20,9 @@ use supmae_train::{
     LinprobeConfig, PretrainConfig, Pretrainer, TrainError, load_classifier,
 };
 
+use common::{scratch, small_fashion};
+
 type B = Autodiff<Flex>;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supmae-ft-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn small_fashion(dir: &Path, n: usize, split: Split) -> AnySource {
-    FashionMnist::embedded(split)
-        .unwrap()
-        .write_idx(dir, split, Some(n))
-        .unwrap();
-    AnySource::FashionMnist(FashionMnist::from_dir(dir, split).unwrap())
-}
 
 fn data(name: &str) -> (PathBuf, AnySource, AnySource) {
     let dir = scratch(&format!("{name}-data"));

@@ -1,13 +1,15 @@
 //! The pre-training learner at tiny size: schedule, weight-decay groups, resume equivalence,
 //! atomic checkpoints and the NaN guard.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
+use supmae_data::AnySource;
 use supmae_data::fashion_mnist::Split;
-use supmae_data::{AnySource, FashionMnist};
 use supmae_model::checkpoint::{export_state_dict, param_keys};
 use supmae_model::{ClsHeadConfig, MaeConfig};
 use supmae_train::checkpoint::{CheckpointParts, write_atomic_with};
@@ -16,23 +18,9 @@ use supmae_train::{
     DataSpec, ParamGroups, PretrainConfig, Pretrainer, TrainError, warmup_cosine_lr,
 };
 
+use common::{scratch, small_fashion};
+
 type B = Autodiff<Flex>;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supmae-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The first `n` embedded Fashion-MNIST images written as IDX files into `dir`.
-fn small_fashion(dir: &Path, n: usize, split: Split) -> AnySource {
-    FashionMnist::embedded(split)
-        .unwrap()
-        .write_idx(dir, split, Some(n))
-        .unwrap();
-    AnySource::FashionMnist(FashionMnist::from_dir(dir, split).unwrap())
-}
 
 fn tiny_config(data_dir: &Path) -> PretrainConfig {
     let model = MaeConfig::new()

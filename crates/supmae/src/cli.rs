@@ -564,15 +564,12 @@ impl PretrainJob {
                 })
                 .collect()
         });
-        let mut first = None;
-        for r in results {
-            match (r, &first) {
-                (Err(e), _) => return Err(e),
-                (Ok(summary), None) => first = Some(summary),
-                _ => {}
-            }
-        }
-        first.ok_or_else(|| CliError("no device trained".into()))
+        // Any device's error fails the run; otherwise this process's first device reports.
+        let summaries = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        summaries
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError("no device trained".into()))
     }
 
     fn run_peer<B: AutodiffBackend>(

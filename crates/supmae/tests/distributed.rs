@@ -1,6 +1,7 @@
 //! Two-process data-parallel pre-training on loopback: two `supmae pretrain --nodes 2`
 //! processes meet at `--master 127.0.0.1:PORT` and train a tiny MAE. Both end with
-//! bit-identical parameters, equal to one process trained on the combined batch.
+//! bit-identical parameters, equal to one process trained on the combined batch; one
+//! process with `--devices 2` (two threads, burn-collective) ends with the same bits.
 
 #![cfg(all(feature = "distributed", feature = "flex"))]
 
@@ -176,6 +177,20 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
     let mut single = Guard(spawn(&common("16", &single_out)));
     let (ok, output) = finish(&mut single, Duration::from_secs(600));
     assert!(ok, "single run failed:\n{output}");
+
+    // One process with two devices (threads, burn-collective) does the same.
+    let threads_out = dir.join("threads");
+    let mut args = common("8", &threads_out);
+    args.extend(["--devices", "2"].map(String::from));
+    let mut threads = Guard(spawn(&args));
+    let (ok, output) = finish(&mut threads, Duration::from_secs(600));
+    assert!(ok, "two-device run failed:\n{output}");
+    assert_eq!(fingerprint(&output, 0), fingerprint(&output, 1));
+    assert_eq!(
+        fingerprint(&output, 0),
+        f0,
+        "threads and processes disagree"
+    );
 
     let (dp, one) = (weights(&outs[0]), weights(&single_out));
     assert_eq!(dp.len(), one.len());
