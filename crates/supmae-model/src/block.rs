@@ -4,7 +4,8 @@ use burn::module::{Initializer, Param};
 use burn::nn::{Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::softmax;
+
+use crate::kernels;
 
 /// LayerNorm epsilon used everywhere in MAE (`partial(nn.LayerNorm, eps=1e-6)`).
 pub const LN_EPS: f64 = 1e-6;
@@ -41,6 +42,22 @@ pub(crate) fn linear<B: Backend>(
     layer
 }
 
+/// A `Linear` over every token of `[N, T, d]` as one `[N·T, d] × [d, o]` product.
+///
+/// Burn's `Linear::forward` on a 3-D input broadcasts the weight over `N` and runs `N` small
+/// products (and, backwards, `N` weight gradients that are then summed); one flat product
+/// is the same arithmetic in one GEMM.
+///
+/// # Shapes
+/// - x: `[N, T, d]`
+/// - output: `[N, T, o]`
+pub fn linear_tokens<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [n, t, d] = x.dims();
+    let y = layer.forward(x.reshape([n * t, d]));
+    let [_, o] = y.dims();
+    y.reshape([n, t, o])
+}
+
 /// A LayerNorm with MAE's epsilon (weight 1, bias 0).
 pub(crate) fn layer_norm<B: Backend>(dim: usize, device: &B::Device) -> LayerNorm<B> {
     LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device)
@@ -65,28 +82,8 @@ impl<B: Backend> Attention<B> {
     /// - x: `[N, T, d]`
     /// - output: `[N, T, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [n, t, d] = x.dims();
-        let heads = self.num_heads;
-        let hd = d / heads;
-        let qkv = self
-            .qkv
-            .forward(x) // [N, T, 3d]
-            .reshape([n, t, 3, heads, hd])
-            .permute([2, 0, 3, 1, 4]); // [3, N, heads, T, hd]
-        let part = |s: usize| {
-            qkv.clone().narrow(0, s, 1).reshape([n, heads, t, hd]) // [N, heads, T, hd]
-        };
-        let (q, k, v) = (part(0), part(1), part(2));
-        // timm 0.3.2 scales the scores, not q: (q @ k^T) * hd^-0.5.
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar((hd as f64).powf(-0.5)); // [N, heads, T, T]
-        let attn = softmax(scores, 3);
-        let out = attn
-            .matmul(v) // [N, heads, T, hd]
-            .swap_dims(1, 2) // [N, T, heads, hd]
-            .reshape([n, t, d]);
-        self.proj.forward(out)
+        let qkv = linear_tokens(&self.qkv, x); // [N, T, 3d]
+        linear_tokens(&self.proj, kernels::attention(qkv, self.num_heads))
     }
 }
 
@@ -95,7 +92,8 @@ impl<B: Backend> Attention<B> {
 pub struct Mlp<B: Backend> {
     /// `Linear(d → hidden)`.
     pub fc1: Linear<B>,
-    /// Exact GELU (`nn.GELU()` default).
+    /// Exact GELU (`nn.GELU()` default); the forward pass runs it through
+    /// [`kernels::gelu`](crate::kernels::gelu), which is this op fused on the CPU backend.
     pub act: Gelu,
     /// `Linear(hidden → d)`.
     pub fc2: Linear<B>,
@@ -106,7 +104,7 @@ impl<B: Backend> Mlp<B> {
     /// - x: `[N, T, d]`
     /// - output: `[N, T, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(self.act.forward(self.fc1.forward(x)))
+        linear_tokens(&self.fc2, kernels::gelu(linear_tokens(&self.fc1, x)))
     }
 }
 
@@ -158,9 +156,13 @@ impl<B: Backend> Block<B> {
     /// - x: `[N, T, d]`
     /// - output: `[N, T, d]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let branch = self.attn.forward(self.norm1.forward(x.clone()));
+        let branch = self
+            .attn
+            .forward(kernels::layer_norm(&self.norm1, x.clone(), LN_EPS));
         let x = x + drop_path(branch, self.drop_path);
-        let branch = self.mlp.forward(self.norm2.forward(x.clone()));
+        let branch = self
+            .mlp
+            .forward(kernels::layer_norm(&self.norm2, x.clone(), LN_EPS));
         x + drop_path(branch, self.drop_path)
     }
 }

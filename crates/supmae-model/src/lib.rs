@@ -30,6 +30,7 @@ pub mod cls_head;
 pub mod config;
 pub mod error;
 pub mod inspect;
+pub mod kernels;
 pub mod mae;
 pub mod masking;
 pub mod norm;

@@ -11,10 +11,11 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 
-use crate::block::{Block, LinearInit, layer_norm, linear};
+use crate::block::{Block, LN_EPS, LinearInit, layer_norm, linear, linear_tokens};
 use crate::cls_head::ClsHead;
 use crate::config::{MaeConfig, mlp_hidden};
 use crate::error::{ModelError, Result};
+use crate::kernels;
 use crate::masking::{Masking, random_masking};
 use crate::patch::{PatchEmbed, PatchInit, normal_param, patchify};
 use crate::pos_embed::sincos_2d;
@@ -241,7 +242,7 @@ impl<B: Backend> SupMae<B> {
             x = block.forward(x);
         }
         Ok(EncoderOutput {
-            latent: self.norm.forward(x),
+            latent: kernels::layer_norm(&self.norm, x, LN_EPS),
             masking,
         })
     }
@@ -258,7 +259,7 @@ impl<B: Backend> SupMae<B> {
         latent: Tensor<B, 3>,
         ids_restore: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        let y = self.decoder_embed.forward(latent); // [N, 1 + K, Dd]
+        let y = linear_tokens(&self.decoder_embed, latent); // [N, 1 + K, Dd]
         let [n, t, dd] = y.dims();
         let [_, l] = ids_restore.dims();
         let visible = y.clone().narrow(1, 1, t - 1); // [N, K, Dd]
@@ -289,7 +290,10 @@ impl<B: Backend> SupMae<B> {
         for block in &self.decoder_blocks {
             x = block.forward(x);
         }
-        let x = self.decoder_pred.forward(self.decoder_norm.forward(x)); // [N, L + 1, p²·C]
+        let x = linear_tokens(
+            &self.decoder_pred,
+            kernels::layer_norm(&self.decoder_norm, x, LN_EPS),
+        ); // [N, L + 1, p²·C]
         let [_, t, _] = x.dims();
         x.narrow(1, 1, t - 1) // drop the cls position: [N, L, p²·C]
     }

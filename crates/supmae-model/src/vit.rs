@@ -4,9 +4,10 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 
-use crate::block::{Block, LinearInit, layer_norm, linear};
+use crate::block::{Block, LN_EPS, LinearInit, layer_norm, linear};
 use crate::config::{VitConfig, mlp_hidden};
 use crate::error::Result;
+use crate::kernels;
 use crate::patch::{PatchEmbed, PatchInit, normal_param};
 
 /// A ViT classifier: no masking, learned position embedding, per-block drop path, then
@@ -101,7 +102,7 @@ impl<B: Backend> VitClassifier<B> {
             x = block.forward(x);
         }
         Ok(match &self.norm {
-            Some(norm) => norm.forward(x),
+            Some(norm) => kernels::layer_norm(norm, x, LN_EPS),
             None => x,
         })
     }
@@ -116,7 +117,7 @@ impl<B: Backend> VitClassifier<B> {
         match &self.fc_norm {
             Some(fc_norm) => {
                 let pooled = features.narrow(1, 1, t - 1).mean_dim(1).reshape([n, d]);
-                fc_norm.forward(pooled)
+                kernels::layer_norm(fc_norm, pooled, LN_EPS)
             }
             None => features.narrow(1, 0, 1).reshape([n, d]),
         }

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The README's main job against PyTorch, side by side in one run.
+
+Runs `supmae pretrain` (the README's command: the Fashion-MNIST subset, every default,
+per-epoch validation included) and `benches/pretrain_fashion_mnist_torch.py` (the same
+model, recipe and data in PyTorch eager, validating every epoch) for the same number of
+epochs, alternating the two sides for several rounds, and prints each run's wall-clock
+time, each side's best, and the speed ratio (PyTorch seconds / supmae seconds; above 1
+means supmae is faster). Absolute times vary about 2x between machines of the same kind;
+the ratio, measured in one run, does not.
+
+    python3 benches/main_job_vs_torch.py [--epochs 3] [--rounds 2] [--threads 2]
+        [--supmae target/release/supmae] [-- EXTRA SUPMAE FLAGS]
+
+Builds the release binary first unless `--supmae` names one. Prints one JSON line at the
+end. Exits 0 with `skipped: ...` when torch is not installed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed(cmd, env=None):
+    start = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return seconds, out.stdout + out.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--supmae", default=None, help="a built supmae binary")
+    ap.add_argument("extra", nargs="*", help="extra flags for supmae pretrain")
+    a = ap.parse_args()
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        print(f"skipped: {e}")
+        return 0
+    binary = a.supmae
+    if binary is None:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "supmae"], cwd=ROOT, check=True)
+        binary = os.path.join(ROOT, "target", "release", "supmae")
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    best = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(a.rounds):
+            sides = [
+                ("supmae", [binary, "pretrain", "--epochs", str(a.epochs),
+                            "--out", os.path.join(tmp, f"run{r}")] + a.extra),
+                ("torch", [sys.executable, "benches/pretrain_fashion_mnist_torch.py",
+                           "--epochs", str(a.epochs), "--threads", str(a.threads)]),
+            ]
+            for side, cmd in sides:
+                seconds, log = timed(cmd, env)
+                last = [l for l in log.splitlines() if l.startswith("epoch ")][-1:]
+                print(f"round {r} {side:6} {seconds:7.1f} s   {last[0] if last else ''}",
+                      flush=True)
+                best[side] = min(seconds, best.get(side, float("inf")))
+    ratio = best["torch"] / best["supmae"]
+    print(f"\nbest of {a.rounds}: supmae {best['supmae']:.1f} s, PyTorch {best['torch']:.1f} s "
+          f"for {a.epochs} epochs: supmae runs at {ratio:.2f}x PyTorch's speed")
+    print(json.dumps({"epochs": a.epochs, "rounds": a.rounds, "threads": a.threads,
+                      "supmae_s": round(best["supmae"], 2), "torch_s": round(best["torch"], 2),
+                      "ratio": round(ratio, 3), "torch": __import__("torch").__version__}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

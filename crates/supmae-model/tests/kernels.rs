@@ -1,0 +1,212 @@
+//! Every fused kernel against the plain Burn ops it replaces, forward values and gradients,
+//! on `Autodiff<Flex>` (the training path) and `Flex` (inference), on random shapes with odd
+//! token counts and a single head.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use supmae_model::block::LN_EPS;
+use supmae_model::kernels;
+
+type Ad = Autodiff<Flex>;
+
+fn max_abs_diff<const D: usize, B: Backend>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    let a = a.into_data().to_vec::<f32>().unwrap();
+    let b = b.into_data().to_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn max_abs<const D: usize, B: Backend>(a: Tensor<B, D>) -> f32 {
+    a.into_data()
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// Output and input gradient of `f` under the loss `sum(f(x) · w)`.
+fn value_and_grad<const D: usize, const E: usize>(
+    x: &Tensor<Ad, D>,
+    w: &Tensor<Ad, E>,
+    f: impl Fn(Tensor<Ad, D>) -> Tensor<Ad, E>,
+) -> (Tensor<Flex, E>, Tensor<Flex, D>) {
+    let x = x.clone().detach().require_grad();
+    let y = f(x.clone());
+    let grads = (y.clone() * w.clone()).sum().backward();
+    (y.inner(), x.grad(&grads).expect("x has a gradient"))
+}
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], scale: f64) -> Tensor<B, D> {
+    Tensor::random(shape, Distribution::Normal(0.0, scale), &Default::default())
+}
+
+#[test]
+fn fused_attention_matches_unfused_values_and_gradients() {
+    <Ad as Backend>::seed(&Default::default(), 7);
+    // (N, T, heads, head dim): odd token counts, one head, the main job's shapes.
+    for (n, t, heads, hd) in [
+        (3, 5, 1, 8),
+        (2, 17, 4, 32),
+        (4, 7, 3, 5),
+        (1, 1, 2, 4),
+        (5, 50, 2, 16),
+    ] {
+        let d = heads * hd;
+        let qkv = random::<Ad, 3>([n, t, 3 * d], 1.0);
+        let w = random::<Ad, 3>([n, t, d], 1.0);
+        let (y_fused, g_fused) = value_and_grad(&qkv, &w, |x| kernels::attention(x, heads));
+        let (y_ref, g_ref) = value_and_grad(&qkv, &w, |x| kernels::attention_unfused(x, heads));
+        let scale_y = max_abs(y_ref.clone()).max(1.0);
+        let scale_g = max_abs(g_ref.clone()).max(1.0);
+        let dy = max_abs_diff(y_fused, y_ref);
+        let dg = max_abs_diff(g_fused, g_ref);
+        assert!(
+            dy <= 1e-5 * scale_y,
+            "[{n},{t},{heads}x{hd}] output differs by {dy}"
+        );
+        assert!(
+            dg <= 1e-4 * scale_g,
+            "[{n},{t},{heads}x{hd}] gradient differs by {dg}"
+        );
+
+        // Inference on the backend without autodiff.
+        let plain = qkv.clone().inner();
+        let dy = max_abs_diff(
+            kernels::attention(plain.clone(), heads),
+            kernels::attention_unfused(plain, heads),
+        );
+        assert!(dy <= 1e-5 * scale_y, "Flex inference differs by {dy}");
+    }
+}
+
+#[test]
+fn fused_attention_reads_a_strided_input() {
+    // A qkv that is a non-contiguous view (a slice of a wider tensor) gives the same result.
+    <Ad as Backend>::seed(&Default::default(), 8);
+    let wide = random::<Flex, 3>([2, 9, 40], 1.0);
+    let qkv = wide.narrow(2, 4, 24); // [2, 9, 24], rows 40 apart
+    let dy = max_abs_diff(
+        kernels::attention(qkv.clone(), 2),
+        kernels::attention_unfused(qkv, 2),
+    );
+    assert!(dy <= 1e-5, "strided input differs by {dy}");
+}
+
+fn layer_norm<B: Backend>(d: usize) -> LayerNorm<B> {
+    let device = Default::default();
+    let mut norm = LayerNormConfig::new(d)
+        .with_epsilon(LN_EPS)
+        .init::<B>(&device);
+    // Non-trivial affine parameters so their gradients and effect are checked.
+    norm.gamma = Param::from_tensor(random::<B, 1>([d], 0.5).add_scalar(1.0));
+    norm.beta = Some(Param::from_tensor(random::<B, 1>([d], 0.5)));
+    norm
+}
+
+#[test]
+fn fused_layer_norm_matches_unfused_values_and_gradients() {
+    <Ad as Backend>::seed(&Default::default(), 9);
+    for (rows, t, d) in [(3, 5, 96), (2, 17, 128), (4, 1, 7), (1, 3, 1), (300, 5, 64)] {
+        let norm = layer_norm::<Ad>(d);
+        // An offset and a spread like real activations.
+        let x = random::<Ad, 3>([rows, t, d], 3.0).add_scalar(1.5);
+        let w = random::<Ad, 3>([rows, t, d], 1.0);
+        let run = |fused: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if fused {
+                kernels::layer_norm(&norm, x.clone(), LN_EPS)
+            } else {
+                kernels::layer_norm_unfused(&norm, x.clone(), LN_EPS)
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let beta = norm.beta.as_ref().expect("beta");
+            (
+                y.inner(),
+                x.grad(&grads).expect("dx"),
+                norm.gamma.val().grad(&grads).expect("dgamma"),
+                beta.val().grad(&grads).expect("dbeta"),
+            )
+        };
+        let (y1, dx1, dg1, db1) = run(true);
+        let (y0, dx0, dg0, db0) = run(false);
+        let tol = |r: f32| 1e-5 * r.max(1.0);
+        let checks = [
+            ("y", max_abs_diff(y1, y0.clone()), tol(max_abs(y0))),
+            (
+                "dx",
+                max_abs_diff(dx1, dx0.clone()),
+                10.0 * tol(max_abs(dx0)),
+            ),
+            (
+                "dgamma",
+                max_abs_diff(dg1, dg0.clone()),
+                10.0 * tol(max_abs(dg0)),
+            ),
+            (
+                "dbeta",
+                max_abs_diff(db1, db0.clone()),
+                10.0 * tol(max_abs(db0)),
+            ),
+        ];
+        for (name, diff, tol) in checks {
+            assert!(
+                diff <= tol,
+                "[{rows},{t},{d}] {name} differs by {diff} (> {tol})"
+            );
+        }
+        let plain = layer_norm::<Flex>(d);
+        let xp = x.clone().inner();
+        let dy = max_abs_diff(
+            kernels::layer_norm(&plain, xp.clone(), LN_EPS),
+            kernels::layer_norm_unfused(&plain, xp, LN_EPS),
+        );
+        assert!(dy <= 1e-5 * 4.0, "Flex inference differs by {dy}");
+    }
+}
+
+#[test]
+fn fused_gelu_matches_unfused_values_and_gradients() {
+    <Ad as Backend>::seed(&Default::default(), 10);
+    for shape in [[3, 5, 7], [2, 17, 512], [1, 1, 1], [70, 13, 41]] {
+        let x = random::<Ad, 3>(shape, 3.0);
+        let w = random::<Ad, 3>(shape, 1.0);
+        let (y1, g1) = value_and_grad(&x, &w, kernels::gelu);
+        let (y0, g0) = value_and_grad(&x, &w, kernels::gelu_unfused);
+        let dy = max_abs_diff(y1, y0);
+        let dg = max_abs_diff(g1, g0);
+        assert!(dy <= 1e-6, "{shape:?}: gelu differs by {dy}");
+        assert!(dg <= 1e-6, "{shape:?}: gelu gradient differs by {dg}");
+    }
+    // Edge values: large magnitudes, zero, and the inference path.
+    let x = Tensor::<Flex, 1>::from_floats(
+        [-30.0, -8.0, -1.0, 0.0, 1e-8, 1.0, 8.0, 30.0],
+        &Default::default(),
+    );
+    let dy = max_abs_diff(kernels::gelu(x.clone()), kernels::gelu_unfused(x));
+    assert!(dy <= 1e-6, "edge values differ by {dy}");
+}
+
+#[test]
+fn fused_ops_are_bit_for_bit_reproducible() {
+    <Ad as Backend>::seed(&Default::default(), 11);
+    let qkv = random::<Ad, 3>([8, 17, 3 * 64], 1.0);
+    let w = random::<Ad, 3>([8, 17, 64], 1.0);
+    let norm = layer_norm::<Ad>(192);
+    let run = || {
+        let (y, g) = value_and_grad(&qkv, &w, |x| {
+            let x = kernels::layer_norm(&norm, x, LN_EPS);
+            kernels::gelu(kernels::attention(x, 4))
+        });
+        (y.into_data(), g.into_data())
+    };
+    let (y1, g1) = run();
+    let (y2, g2) = run();
+    assert_eq!(y1, y2);
+    assert_eq!(g1, g2);
+}
