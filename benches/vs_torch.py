@@ -74,14 +74,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     names = a.configs or list(CFG)
-    subprocess.run(["cargo", "bench", "-p", "supmae", "--bench", "train_step", "--no-run"],
-                   cwd=ROOT, check=True, capture_output=True)
+    # Build once and run that executable, so every round measures the same binary.
+    built = subprocess.run(["cargo", "bench", "-p", "supmae", "--bench", "train_step", "--no-run",
+                            "--message-format=json"],
+                           cwd=ROOT, check=True, capture_output=True, text=True)
+    exe = [json.loads(l)["executable"] for l in built.stdout.splitlines()
+           if '"executable":"' in l and json.loads(l).get("target", {}).get("name") == "train_step"][-1]
     best = {}
     for r in range(a.rounds):
         for name in names:
             for side, cmd in [
-                ("burn", ["cargo", "bench", "-q", "-p", "supmae", "--bench", "train_step", "--",
-                          name, "--steps", str(a.steps)]),
+                ("burn", [exe, name, "--steps", str(a.steps)]),
                 ("torch", [sys.executable, "benches/train_step_torch.py", name, "--steps",
                            str(a.steps), "--threads", str(a.threads)]),
             ]:

@@ -16,7 +16,7 @@ use crate::cls_head::ClsHead;
 use crate::config::{MaeConfig, mlp_hidden};
 use crate::error::{ModelError, Result};
 use crate::kernels;
-use crate::masking::{Masking, random_masking};
+use crate::masking::{Masking, draw_masking};
 use crate::patch::{PatchEmbed, PatchInit, normal_param, patchify};
 use crate::pos_embed::sincos_2d;
 
@@ -216,13 +216,16 @@ impl<B: Backend> SupMae<B> {
         noise: Option<Tensor<B, 2>>,
     ) -> Result<(Tensor<B, 3>, Masking<B>)> {
         self.check_images(&images)?;
-        let x = self.patch_tokens(images); // [N, L, D]
-        let [n, l, d] = x.dims();
-        let pos = self.pos_embed.val();
-        let x = x + pos.clone().narrow(1, 1, l); // [N, L, D]
-        let (x, masking) = random_masking(x, mask_ratio, noise)?; // [N, K, D]
-        let cls = (self.cls_token.val() + pos.narrow(1, 0, 1)).expand([n, 1, d]); // [N, 1, D]
-        Ok((Tensor::cat(vec![cls, x], 1), masking))
+        let x = self.patch_embed.proj.forward(images); // [N, D, g, g]
+        let [n, d, gh, gw] = x.dims();
+        let masking = draw_masking(n, gh * gw, mask_ratio, noise, &x.device())?;
+        let x = kernels::visible_tokens(
+            x.reshape([n, d, gh * gw]), // [N, D, L]
+            self.pos_embed.val(),
+            self.cls_token.val(),
+            masking.ids_keep.clone(),
+        ); // [N, 1 + K, D]
+        Ok((x, masking))
     }
 
     /// Encodes the visible patches.
@@ -260,19 +263,12 @@ impl<B: Backend> SupMae<B> {
         ids_restore: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
         let y = linear_tokens(&self.decoder_embed, latent); // [N, 1 + K, Dd]
-        let [n, t, dd] = y.dims();
-        let [_, l] = ids_restore.dims();
-        let visible = y.clone().narrow(1, 1, t - 1); // [N, K, Dd]
-        let z = if l + 1 > t {
-            let masks = self.mask_token.val().expand([n, l + 1 - t, dd]); // [N, L - K, Dd]
-            Tensor::cat(vec![visible, masks], 1) // [N, L, Dd]
-        } else {
-            visible
-        };
-        let index = ids_restore.unsqueeze_dim::<3>(2).repeat_dim(2, dd); // [N, L, Dd]
-        let z = z.gather(1, index); // unshuffle: [N, L, Dd]
-        let z = Tensor::cat(vec![y.narrow(1, 0, 1), z], 1); // [N, L + 1, Dd]
-        z + self.decoder_pos_embed.val()
+        kernels::decoder_tokens(
+            y,
+            self.mask_token.val(),
+            self.decoder_pos_embed.val(),
+            ids_restore,
+        ) // [N, L + 1, Dd]
     }
 
     /// Predicts every patch.

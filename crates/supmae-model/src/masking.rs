@@ -71,8 +71,32 @@ pub fn random_masking<B: Backend>(
     noise: Option<Tensor<B, 2>>,
 ) -> Result<(Tensor<B, 3>, Masking<B>)> {
     let [n, l, d] = tokens.dims();
+    let raster_order = noise.is_none() && mask_ratio == 0.0;
+    let masking = draw_masking(n, l, mask_ratio, noise, &tokens.device())?;
+    if raster_order {
+        return Ok((tokens, masking));
+    }
+    let index = masking
+        .ids_keep
+        .clone()
+        .unsqueeze_dim::<3>(2)
+        .repeat_dim(2, d); // [N, K, D]
+    Ok((tokens.gather(1, index), masking))
+}
+
+/// The permutations and mask of [`random_masking`] without gathering any tokens.
+///
+/// # Shapes
+/// - noise: `[N, L]`
+/// - output: a [`Masking`] with `ids_keep` of shape `[N, K]`
+pub fn draw_masking<B: Backend>(
+    n: usize,
+    l: usize,
+    mask_ratio: f64,
+    noise: Option<Tensor<B, 2>>,
+    device: &B::Device,
+) -> Result<Masking<B>> {
     check_mask_ratio(l, mask_ratio)?;
-    let device = tokens.device();
     let keep = len_keep(l, mask_ratio);
 
     let noise = match noise {
@@ -87,37 +111,33 @@ pub fn random_masking<B: Backend>(
             noise
         }
         None if mask_ratio == 0.0 => {
-            let ids = Tensor::<B, 1, Int>::arange(0..l as i64, &device)
+            let ids = Tensor::<B, 1, Int>::arange(0..l as i64, device)
                 .unsqueeze_dim::<2>(0)
                 .repeat_dim(0, n); // [N, L]
-            let masking = Masking {
+            return Ok(Masking {
                 ids_shuffle: ids.clone(),
                 ids_restore: ids.clone(),
                 ids_keep: ids,
-                mask: Tensor::zeros([n, l], &device),
+                mask: Tensor::zeros([n, l], device),
                 len_keep: l,
-            };
-            return Ok((tokens, masking));
+            });
         }
-        None => Tensor::random([n, l], Distribution::Uniform(0.0, 1.0), &device),
+        None => Tensor::random([n, l], Distribution::Uniform(0.0, 1.0), device),
     };
 
     let ids_shuffle = noise.argsort(1); // [N, L], ascending: small is kept
     let ids_restore = ids_shuffle.clone().argsort(1); // [N, L]
     let ids_keep = ids_shuffle.clone().narrow(1, 0, keep); // [N, K]
-    let index = ids_keep.clone().unsqueeze_dim::<3>(2).repeat_dim(2, d); // [N, K, D]
-    let visible = tokens.gather(1, index); // [N, K, D]
     // Patch l is removed iff its rank in the shuffle is >= K; this equals gathering the
     // official [0]*K + [1]*(L-K) row with ids_restore.
     let mask = ids_restore.clone().greater_equal_elem(keep as i64).float(); // [N, L]
-    let masking = Masking {
+    Ok(Masking {
         ids_shuffle,
         ids_restore,
         ids_keep,
         mask,
         len_keep: keep,
-    };
-    Ok((visible, masking))
+    })
 }
 
 #[cfg(test)]

@@ -120,3 +120,100 @@ pub fn fused_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("SUPMAE_FUSED").map_or(true, |v| v != "0"))
 }
+
+/// The encoder's input: the kept patch tokens plus their position embeddings, in the order
+/// of `ids_keep`, after `cls + pos[0]`.
+///
+/// Reads the patch embedding channels-first, as the convolution writes it, so the
+/// `[N, D, L] → [N, L, D]` transpose, the position add, the gather of the kept patches and
+/// the concatenation with the cls token are one pass (and one pass back).
+///
+/// # Shapes
+/// - patches: `[N, D, L]`
+/// - pos: `[1, L + 1, D]` (row 0 belongs to the cls token)
+/// - cls: `[1, 1, D]`
+/// - ids_keep: `[N, K]`, values in `0..L`
+/// - output: `[N, 1 + K, D]`
+pub fn visible_tokens<B: Backend>(
+    patches: Tensor<B, 3>,
+    pos: Tensor<B, 3>,
+    cls: Tensor<B, 3>,
+    ids_keep: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    #[cfg(feature = "flex")]
+    let (patches, pos, cls, ids_keep) = match flex::visible_tokens(patches, pos, cls, ids_keep) {
+        Ok(out) => return out,
+        Err(inputs) => inputs,
+    };
+    visible_tokens_unfused(patches, pos, cls, ids_keep)
+}
+
+/// [`visible_tokens`] with plain Burn ops.
+///
+/// # Shapes
+/// - patches: `[N, D, L]`, pos: `[1, L + 1, D]`, cls: `[1, 1, D]`, ids_keep: `[N, K]`
+/// - output: `[N, 1 + K, D]`
+pub fn visible_tokens_unfused<B: Backend>(
+    patches: Tensor<B, 3>,
+    pos: Tensor<B, 3>,
+    cls: Tensor<B, 3>,
+    ids_keep: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    let [n, d, l] = patches.dims();
+    let x = patches.swap_dims(1, 2) + pos.clone().narrow(1, 1, l); // [N, L, D]
+    let index = ids_keep.unsqueeze_dim::<3>(2).repeat_dim(2, d); // [N, K, D]
+    let x = x.gather(1, index); // [N, K, D]
+    let cls = (cls + pos.narrow(1, 0, 1)).expand([n, 1, d]); // [N, 1, D]
+    Tensor::cat(vec![cls, x], 1)
+}
+
+/// The decoder's input: the embedded visible tokens and mask tokens put back in raster
+/// order, the embedded cls token in front, plus the position embeddings.
+///
+/// # Shapes
+/// - embedded: `[N, 1 + K, Dd]` (cls, then the visible tokens in ascending-noise order)
+/// - mask_token: `[1, 1, Dd]`
+/// - pos: `[1, L + 1, Dd]`
+/// - ids_restore: `[N, L]`, a permutation of `0..L` per row
+/// - output: `[N, L + 1, Dd]`
+pub fn decoder_tokens<B: Backend>(
+    embedded: Tensor<B, 3>,
+    mask_token: Tensor<B, 3>,
+    pos: Tensor<B, 3>,
+    ids_restore: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    #[cfg(feature = "flex")]
+    let (embedded, mask_token, pos, ids_restore) =
+        match flex::decoder_tokens(embedded, mask_token, pos, ids_restore) {
+            Ok(out) => return out,
+            Err(inputs) => inputs,
+        };
+    decoder_tokens_unfused(embedded, mask_token, pos, ids_restore)
+}
+
+/// [`decoder_tokens`] with plain Burn ops (the official `forward_decoder` prologue).
+///
+/// # Shapes
+/// - embedded: `[N, 1 + K, Dd]`, mask_token: `[1, 1, Dd]`, pos: `[1, L + 1, Dd]`,
+///   ids_restore: `[N, L]`
+/// - output: `[N, L + 1, Dd]`
+pub fn decoder_tokens_unfused<B: Backend>(
+    embedded: Tensor<B, 3>,
+    mask_token: Tensor<B, 3>,
+    pos: Tensor<B, 3>,
+    ids_restore: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    let [n, t, dd] = embedded.dims();
+    let [_, l] = ids_restore.dims();
+    let visible = embedded.clone().narrow(1, 1, t - 1); // [N, K, Dd]
+    let z = if l + 1 > t {
+        let masks = mask_token.expand([n, l + 1 - t, dd]); // [N, L - K, Dd]
+        Tensor::cat(vec![visible, masks], 1) // [N, L, Dd]
+    } else {
+        visible
+    };
+    let index = ids_restore.unsqueeze_dim::<3>(2).repeat_dim(2, dd); // [N, L, Dd]
+    let z = z.gather(1, index); // unshuffle: [N, L, Dd]
+    let z = Tensor::cat(vec![embedded.narrow(1, 0, 1), z], 1); // [N, L + 1, Dd]
+    z + pos
+}
