@@ -53,7 +53,7 @@ pub(crate) fn linear<B: Backend>(
 /// - output: `[N, T, o]`
 pub fn linear_tokens<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [n, t, d] = x.dims();
-    let y = layer.forward(x.reshape([n * t, d]));
+    let y = kernels::linear(layer, x.reshape([n * t, d]));
     let [_, o] = y.dims();
     y.reshape([n, t, o])
 }

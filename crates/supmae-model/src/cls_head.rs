@@ -6,6 +6,7 @@ use burn::tensor::activation::relu;
 
 use crate::block::{LinearInit, linear};
 use crate::config::ClsHeadConfig;
+use crate::kernels;
 use crate::norm::BatchNorm1d;
 
 /// `Linear(D → hidden) → BatchNorm1d(hidden) → ReLU → Linear(hidden → classes)`.
@@ -39,7 +40,9 @@ impl<B: Backend> ClsHead<B> {
     /// - features: `[N, D]`
     /// - output: `[N, classes]`
     pub fn forward(&self, features: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
-        let h = self.bn.forward(self.fc1.forward(features), training);
-        self.fc2.forward(relu(h))
+        let h = self
+            .bn
+            .forward(kernels::linear(&self.fc1, features), training);
+        kernels::linear(&self.fc2, relu(h))
     }
 }

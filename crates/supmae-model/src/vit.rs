@@ -138,6 +138,6 @@ impl<B: Backend> VitClassifier<B> {
     /// - images: `[N, C, H, W]`
     /// - output: `[N, classes]`
     pub fn forward(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
-        Ok(self.head.forward(self.embed(images)?))
+        Ok(kernels::linear(&self.head, self.embed(images)?))
     }
 }

@@ -317,3 +317,39 @@ fn token_ops_fall_back_on_indices_they_cannot_fuse() {
     let b = kernels::decoder_tokens_unfused(y, mask, pos, ids);
     assert_eq!(max_abs_diff(a, b), 0.0);
 }
+
+#[test]
+fn fused_linear_matches_unfused_values_and_gradients() {
+    use burn::nn::LinearConfig;
+    <Ad as Backend>::seed(&Default::default(), 14);
+    for (m, d_in, d_out) in [(5, 3, 7), (640, 96, 288), (1, 1, 1), (33, 17, 2)] {
+        let layer = LinearConfig::new(d_in, d_out).init::<Ad>(&Default::default());
+        let x = random::<Ad, 2>([m, d_in], 1.0);
+        let w = random::<Ad, 2>([m, d_out], 1.0);
+        let run = |fused: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if fused {
+                kernels::linear(&layer, x.clone())
+            } else {
+                layer.forward(x.clone())
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let bias = layer.bias.as_ref().expect("bias");
+            (
+                y.inner(),
+                x.grad(&grads).expect("dx"),
+                layer.weight.val().grad(&grads).expect("dW"),
+                bias.val().grad(&grads).expect("db"),
+            )
+        };
+        let (y1, dx1, dw1, db1) = run(true);
+        let (y0, dx0, dw0, db0) = run(false);
+        let tol = |t: &Tensor<Flex, 2>| 1e-5 * max_abs(t.clone()).max(1.0);
+        let (ty, tx, tw) = (tol(&y0), tol(&dx0), tol(&dw0));
+        let tb = 1e-5 * max_abs(db0.clone()).max(1.0);
+        assert!(max_abs_diff(y1, y0) <= ty, "[{m},{d_in},{d_out}] y");
+        assert!(max_abs_diff(dx1, dx0) <= tx, "[{m},{d_in},{d_out}] dx");
+        assert!(max_abs_diff(dw1, dw0) <= tw, "[{m},{d_in},{d_out}] dW");
+        assert!(max_abs_diff(db1, db0) <= tb, "[{m},{d_in},{d_out}] db");
+    }
+}

@@ -1,5 +1,6 @@
 //! Fused operations with their own backward pass: multi-head attention on a fused qkv
-//! projection, LayerNorm and exact GELU.
+//! projection, LayerNorm, exact GELU, `Linear` with its bias, and the token gathers around
+//! the masking.
 //!
 //! Every function here is generic over `B: Backend` and computes exactly what the model
 //! computed with plain Burn ops before (the `*_unfused` functions are that code, kept as the
@@ -13,7 +14,7 @@
 //! so the public API stays `B: Backend` and a user's own backend needs no kernels. Set
 //! `SUPMAE_FUSED=0` in the environment to force the generic path (to compare or debug).
 
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu as gelu_op, softmax};
 
@@ -113,6 +114,20 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// - output: same as x
 pub fn gelu_unfused<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     gelu_op(x)
+}
+
+/// `x · W + b` of a `Linear` layer with a bias, as `Linear::forward`.
+///
+/// # Shapes
+/// - x: `[M, d_in]`
+/// - output: `[M, d_out]`
+pub fn linear<B: Backend>(layer: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    let x = match flex::linear::<B>(layer, x) {
+        Ok(out) => return out,
+        Err(x) => x,
+    };
+    layer.forward(x)
 }
 
 /// Whether the fused kernels are switched on (`SUPMAE_FUSED` unset or not `0`).

@@ -175,3 +175,5 @@ pub(super) use gelu::gelu;
 pub(super) use layer_norm::layer_norm;
 mod tokens;
 pub(super) use tokens::{decoder_tokens, visible_tokens};
+mod linear;
+pub(super) use linear::linear;
