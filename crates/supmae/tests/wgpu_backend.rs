@@ -63,3 +63,76 @@ fn wgpu_embeddings_equal_the_cpu_ones_and_training_steps_run() {
     let (train, infer) = run_on(BackendKind::Wgpu, Step).unwrap().unwrap();
     assert!(train > 0.0 && infer > 0.0);
 }
+
+/// Deterministic values in [-1, 1) from a small LCG, so both backends get the same inputs.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The kernels' outputs and input gradients on backend `B`: on `Autodiff<Flex>` these are
+/// the fused CPU kernels, on `Autodiff<Wgpu>` the generic Burn ops.
+fn kernel_outputs<B: AutodiffBackend>(device: &B::Device) -> Vec<(&'static str, Vec<f32>)> {
+    use burn::prelude::*;
+    use supmae::model::kernels;
+    let tensor = |shape: [usize; 3], seed: u64| {
+        let n = shape.iter().product();
+        Tensor::<B, 3>::from_data(TensorData::new(values(n, seed), shape), device)
+    };
+    let read =
+        |t: Tensor<B::InnerBackend, 3>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let mut out = Vec::new();
+    // Attention: 2 samples, 7 tokens, 3 heads of 4.
+    let qkv = tensor([2, 7, 36], 1).require_grad();
+    let w = tensor([2, 7, 12], 2);
+    let y = kernels::attention(qkv.clone(), 3);
+    let grads = (y.clone() * w).sum().backward();
+    out.push(("attention", read(y.inner())));
+    out.push(("attention dqkv", read(qkv.grad(&grads).unwrap())));
+    // LayerNorm + GELU.
+    let norm = burn::nn::LayerNormConfig::new(12)
+        .with_epsilon(1e-6)
+        .init::<B>(device);
+    let x = tensor([2, 7, 12], 3).mul_scalar(3.0).require_grad();
+    let w = tensor([2, 7, 12], 4);
+    let y = kernels::gelu(kernels::layer_norm(&norm, x.clone(), 1e-6));
+    let grads = (y.clone() * w).sum().backward();
+    out.push(("gelu(layer_norm)", read(y.inner())));
+    out.push(("gelu(layer_norm) dx", read(x.grad(&grads).unwrap())));
+    out
+}
+
+struct Kernels;
+
+impl BackendJob for Kernels {
+    type Output = Vec<(&'static str, Vec<f32>)>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        kernel_outputs::<B>(&device)
+    }
+}
+
+#[test]
+fn fused_cpu_kernels_equal_the_generic_ops_on_wgpu() {
+    let gpu = run_on(BackendKind::Wgpu, Kernels).unwrap();
+    let cpu = run_on(BackendKind::Flex, Kernels).unwrap();
+    for ((name, a), (_, b)) in gpu.iter().zip(&cpu) {
+        assert_eq!(a.len(), b.len(), "{name}");
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("wgpu (generic) vs Flex (fused): {name}: max |diff| {diff:.2e}");
+        assert!(diff <= 1e-4, "{name}: {diff:e}");
+    }
+}

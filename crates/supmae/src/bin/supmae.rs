@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 if let Some(last) = &summary.last {
                     let first = summary.first.as_ref().map_or(last.rec_loss, |f| f.rec_loss);
                     println!(
-                        "done in {:.0}s: reconstruction loss {:.4} (first epoch {:.4})",
+                        "done in {:.1}s: reconstruction loss {:.4} (first epoch {:.4})",
                         summary.seconds, last.rec_loss, first
                     );
                     if let (Some(full), Some(masked)) = (last.val_acc1_full, last.val_acc1_masked) {
