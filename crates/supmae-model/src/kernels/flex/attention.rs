@@ -2,9 +2,8 @@
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
@@ -186,20 +185,9 @@ impl Backward<Flex, 1> for AttentionBackward {
 }
 
 fn attention_ad(qkv: AdPrim, heads: usize) -> AdPrim {
-    match AttentionBackward
-        .prepare::<NoCheckpointing>([qkv.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let input = contiguous(qkv.primitive);
-            let (out, probs) = attention_forward(&input, heads);
-            prep.finish((input, probs, heads), out)
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(attention_forward(&contiguous(qkv.primitive), heads).0)
-        }
-    }
+    let input = contiguous(qkv.primitive.clone());
+    let (out, probs) = attention_forward(&input, heads);
+    record(AttentionBackward, [&qkv], (input, probs, heads), out)
 }
 
 /// The fused [`attention`](super::attention), or the input back on other backends.

@@ -3,9 +3,8 @@
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType};
 use burn_flex::{FlexTensor, Layout};
@@ -111,18 +110,9 @@ impl Backward<Flex, 1> for GeluBackward {
 }
 
 fn gelu_ad(x: AdPrim) -> AdPrim {
-    match GeluBackward
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let input = contiguous(x.primitive);
-            let y = gelu_flex(&input);
-            prep.finish(input, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(gelu_flex(&contiguous(x.primitive))),
-    }
+    let input = contiguous(x.primitive.clone());
+    let y = gelu_flex(&input);
+    record(GeluBackward, [&x], input, y)
 }
 
 /// The fused [`gelu`](super::gelu), or the input back on other backends.

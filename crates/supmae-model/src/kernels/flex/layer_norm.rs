@@ -2,9 +2,8 @@
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType};
 use burn_flex::{FlexTensor, Layout};
@@ -154,28 +153,10 @@ fn layer_norm_flex(
 }
 
 fn layer_norm_ad(x: AdPrim, gamma: AdPrim, beta: AdPrim, eps: f32) -> AdPrim {
-    match LayerNormBackward
-        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let input = contiguous(x.primitive);
-            let gamma = contiguous(gamma.primitive);
-            let (y, stats) = layer_norm_flex(&input, &gamma, &contiguous(beta.primitive), eps);
-            prep.finish((input, gamma, stats), y)
-        }
-        OpsKind::UnTracked(prep) => {
-            let input = contiguous(x.primitive);
-            let (y, _) = layer_norm_flex(
-                &input,
-                &contiguous(gamma.primitive),
-                &contiguous(beta.primitive),
-                eps,
-            );
-            prep.finish(y)
-        }
-    }
+    let input = contiguous(x.primitive.clone());
+    let g = contiguous(gamma.primitive.clone());
+    let (y, stats) = layer_norm_flex(&input, &g, &contiguous(beta.primitive.clone()), eps);
+    record(LayerNormBackward, [&x, &gamma, &beta], (input, g, stats), y)
 }
 
 /// The fused [`layer_norm`](super::layer_norm), or the input back on other backends.

@@ -2,9 +2,8 @@
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -106,23 +105,12 @@ pub(in crate::kernels) fn linear<B: Backend>(
     };
     Ok(wrap::<B, 2>(match (x, weight, bias) {
         (Prim::Ad(x), Prim::Ad(w), Prim::Ad(b)) => {
-            let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
-            let (x, w, b) = (
-                contiguous(x.primitive),
-                contiguous(w.primitive),
-                contiguous(b.primitive),
+            let (xc, wc) = (
+                contiguous(x.primitive.clone()),
+                contiguous(w.primitive.clone()),
             );
-            let y = linear_forward(&x, &w, data(&b));
-            Prim::Ad(
-                match LinearBackward
-                    .prepare::<NoCheckpointing>(nodes)
-                    .compute_bound()
-                    .stateful()
-                {
-                    OpsKind::Tracked(prep) => prep.finish((x, w), y),
-                    OpsKind::UnTracked(prep) => prep.finish(y),
-                },
-            )
+            let y = linear_forward(&xc, &wc, data(&contiguous(b.primitive.clone())));
+            Prim::Ad(record(LinearBackward, [&x, &w, &b], (xc, wc), y))
         }
         (Prim::Plain(x), Prim::Plain(w), Prim::Plain(b)) => Prim::Plain(linear_forward(
             &contiguous(x),

@@ -9,6 +9,8 @@
 
 use std::any::{Any, TypeId};
 
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::backend::BackendTypes;
@@ -146,6 +148,24 @@ fn view(base: &FlexTensor, shape: [usize; 4], strides: [usize; 4], offset: usize
         ),
         DType::F32,
     )
+}
+
+/// `out` as the result of `op` on `inputs`: one autodiff node that keeps `state` for its
+/// backward pass when any input needs a gradient.
+fn record<O: Backward<Flex, N>, const N: usize>(
+    op: O,
+    inputs: [&AdPrim; N],
+    state: O::State,
+    out: FlexTensor,
+) -> AdPrim {
+    match op
+        .prepare::<NoCheckpointing>(inputs.map(|t| t.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
 }
 
 /// Flex's batched GEMM, which reads strided views in place.

@@ -3,9 +3,8 @@
 
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_flex::FlexTensor;
@@ -164,23 +163,12 @@ pub(in crate::kernels) fn visible_tokens<B: Backend>(
     };
     Ok(wrap::<B, 3>(match (prim(patches), prim(pos), prim(cls)) {
         (Prim::Ad(patches), Prim::Ad(pos), Prim::Ad(cls)) => {
-            let nodes = [patches.node.clone(), pos.node.clone(), cls.node.clone()];
-            let (patches, pos, cls) = (
-                contiguous(patches.primitive),
-                contiguous(pos.primitive),
-                contiguous(cls.primitive),
+            let out = run(
+                &contiguous(patches.primitive.clone()),
+                &contiguous(pos.primitive.clone()),
+                &contiguous(cls.primitive.clone()),
             );
-            let out = run(&patches, &pos, &cls);
-            Prim::Ad(
-                match VisibleBackward
-                    .prepare::<NoCheckpointing>(nodes)
-                    .compute_bound()
-                    .stateful()
-                {
-                    OpsKind::Tracked(prep) => prep.finish(ix, out),
-                    OpsKind::UnTracked(prep) => prep.finish(out),
-                },
-            )
+            Prim::Ad(record(VisibleBackward, [&patches, &pos, &cls], ix, out))
         }
         (Prim::Plain(patches), Prim::Plain(pos), Prim::Plain(cls)) => Prim::Plain(run(
             &contiguous(patches),
@@ -305,23 +293,12 @@ pub(in crate::kernels) fn decoder_tokens<B: Backend>(
     Ok(wrap::<B, 3>(
         match (prim(embedded), prim(mask_token), prim(pos)) {
             (Prim::Ad(y), Prim::Ad(mask), Prim::Ad(pos)) => {
-                let nodes = [y.node.clone(), mask.node.clone(), pos.node.clone()];
-                let (y, mask, pos) = (
-                    contiguous(y.primitive),
-                    contiguous(mask.primitive),
-                    contiguous(pos.primitive),
+                let out = run(
+                    &contiguous(y.primitive.clone()),
+                    &contiguous(mask.primitive.clone()),
+                    &contiguous(pos.primitive.clone()),
                 );
-                let out = run(&y, &mask, &pos);
-                Prim::Ad(
-                    match DecoderBackward
-                        .prepare::<NoCheckpointing>(nodes)
-                        .compute_bound()
-                        .stateful()
-                    {
-                        OpsKind::Tracked(prep) => prep.finish(ix, out),
-                        OpsKind::UnTracked(prep) => prep.finish(out),
-                    },
-                )
+                Prim::Ad(record(DecoderBackward, [&y, &mask, &pos], ix, out))
             }
             (Prim::Plain(y), Prim::Plain(mask), Prim::Plain(pos)) => {
                 Prim::Plain(run(&contiguous(y), &contiguous(mask), &contiguous(pos)))
