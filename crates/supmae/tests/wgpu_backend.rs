@@ -79,7 +79,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The kernels' outputs and input gradients on backend `B`: on `Autodiff<Flex>` these are
+/// Every kernel's output and input gradient on backend `B`: on `Autodiff<Flex>` these are
 /// the fused CPU kernels, on `Autodiff<Wgpu>` the generic Burn ops.
 fn kernel_outputs<B: AutodiffBackend>(device: &B::Device) -> Vec<(&'static str, Vec<f32>)> {
     use burn::prelude::*;
@@ -115,6 +115,45 @@ fn kernel_outputs<B: AutodiffBackend>(device: &B::Device) -> Vec<(&'static str, 
     let grads = (y.clone() * w).sum().backward();
     out.push(("gelu", read(y.inner())));
     out.push(("gelu dx", read(x.grad(&grads).unwrap())));
+    // Linear with its bias (on the 14 tokens as a matrix).
+    let mut layer = burn::nn::LinearConfig::new(12, 5).init::<B>(device);
+    let weight = Tensor::<B, 2>::from_data(TensorData::new(values(60, 17), [12, 5]), device);
+    let bias = Tensor::<B, 1>::from_data(TensorData::new(values(5, 18), [5]), device);
+    layer.weight = burn::module::Param::from_tensor(weight);
+    layer.bias = Some(burn::module::Param::from_tensor(bias));
+    let x = tensor([1, 14, 12], 7).require_grad();
+    let w = tensor([1, 14, 5], 8);
+    let y = kernels::linear(&layer, x.clone().reshape([14, 12])).reshape([1, 14, 5]);
+    let grads = (y.clone() * w).sum().backward();
+    out.push(("linear", read(y.inner())));
+    out.push(("linear dx", read(x.grad(&grads).unwrap())));
+    // The token gathers around the masking: 2 images of 6 patches, 2 kept.
+    let ints = |rows: [[i64; 6]; 2]| {
+        let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+        Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [2, 6]), device)
+    };
+    let ids_shuffle = ints([[4, 1, 0, 5, 2, 3], [2, 5, 3, 0, 1, 4]]);
+    let ids_restore = ids_shuffle.clone().argsort(1);
+    let patches = tensor([2, 12, 6], 9).require_grad();
+    let (pos, cls) = (tensor([1, 7, 12], 10), tensor([1, 1, 12], 11));
+    let visible = kernels::visible_tokens(patches.clone(), pos, cls, ids_shuffle.narrow(1, 0, 2));
+    let w = tensor([2, 3, 12], 12);
+    let grads = (visible.clone() * w).sum().backward();
+    out.push(("visible_tokens", read(visible.inner())));
+    out.push((
+        "visible_tokens dpatches",
+        read(patches.grad(&grads).unwrap()),
+    ));
+    let embedded = tensor([2, 3, 12], 13).require_grad();
+    let (mask, pos) = (tensor([1, 1, 12], 14), tensor([1, 7, 12], 15));
+    let tokens = kernels::decoder_tokens(embedded.clone(), mask, pos, ids_restore);
+    let w = tensor([2, 7, 12], 16);
+    let grads = (tokens.clone() * w).sum().backward();
+    out.push(("decoder_tokens", read(tokens.inner())));
+    out.push((
+        "decoder_tokens dembedded",
+        read(embedded.grad(&grads).unwrap()),
+    ));
     out
 }
 
