@@ -93,7 +93,7 @@ pub struct Mlp<B: Backend> {
     /// `Linear(d → hidden)`.
     pub fc1: Linear<B>,
     /// Exact GELU (`nn.GELU()` default); the forward pass runs it through
-    /// [`kernels::gelu`](crate::kernels::gelu), which is this op fused on the CPU backend.
+    /// [`kernels::gelu`](crate::kernels::gelu()), which is this op fused on the CPU backend.
     pub act: Gelu,
     /// `Linear(hidden → d)`.
     pub fc2: Linear<B>,
