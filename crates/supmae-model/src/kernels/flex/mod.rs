@@ -189,11 +189,11 @@ fn for_rows(values: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync
 mod attention;
 mod gelu;
 mod layer_norm;
+mod linear;
+mod tokens;
 
 pub(super) use attention::attention;
 pub(super) use gelu::gelu;
 pub(super) use layer_norm::layer_norm;
-mod tokens;
-pub(super) use tokens::{decoder_tokens, visible_tokens};
-mod linear;
 pub(super) use linear::linear;
+pub(super) use tokens::{decoder_tokens, visible_tokens};
