@@ -23,9 +23,8 @@ impl BackendJob for Forward {
     type Output = Result<(), ModelError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        B::seed(&device, 0);
         let cfg = &self.config;
-        let model = cfg.init::<B>(&device)?;
+        let model = cfg.init_seeded::<B>(0, &device)?;
         let count = cfg.param_count();
         println!(
             "model: {} trainable + {} frozen parameters ({} patches of {} px, {} kept)",

@@ -36,6 +36,7 @@ pub mod masking;
 pub mod norm;
 pub mod patch;
 pub mod pos_embed;
+pub mod seeding;
 pub mod vit;
 
 pub use checkpoint::{KeyPattern, KeyPolicy, LoadReport, StateDict};

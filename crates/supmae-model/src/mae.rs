@@ -139,10 +139,20 @@ pub struct SupMaeOutput<B: Backend> {
 }
 
 impl MaeConfig {
-    /// Builds the model with the official initialisation (spec §1.11).
-    ///
-    /// Seed first with `B::seed(&device, seed)` for reproducible weights.
+    /// Builds the model with the official initialisation (spec §1.11), drawing from the
+    /// backend RNG as it stands. For reproducible weights use [`MaeConfig::init_seeded`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<SupMae<B>> {
+        crate::seeding::exclusive(|| self.build(device))
+    }
+
+    /// Builds the model with the official initialisation from the RNG stream of `seed`:
+    /// the same seed gives the same weights, even while other threads initialise models
+    /// (see [`crate::seeding`]).
+    pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> Result<SupMae<B>> {
+        crate::seeding::with_seed::<B, _>(device, seed, || self.build(device))
+    }
+
+    fn build<B: Backend>(&self, device: &B::Device) -> Result<SupMae<B>> {
         self.validate()?;
         let d = self.embed_dim;
         let dd = self.decoder_embed_dim;

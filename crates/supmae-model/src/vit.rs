@@ -39,8 +39,23 @@ pub struct VitClassifier<B: Backend> {
 impl VitConfig {
     /// Builds the classifier with timm's initialisation (truncated normal 0.02 for tokens,
     /// position embedding and Linear layers, PyTorch's default for the patch convolution) and
-    /// `head.weight ~ N(0, head_init_std²)` as MAE's fine-tuning does.
+    /// `head.weight ~ N(0, head_init_std²)` as MAE's fine-tuning does. Draws from the backend
+    /// RNG as it stands; for reproducible weights use [`VitConfig::init_seeded`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<VitClassifier<B>> {
+        crate::seeding::exclusive(|| self.build(device))
+    }
+
+    /// [`VitConfig::init`] from the RNG stream of `seed`: the same seed gives the same
+    /// weights, even while other threads initialise models (see [`crate::seeding`]).
+    pub fn init_seeded<B: Backend>(
+        &self,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<VitClassifier<B>> {
+        crate::seeding::with_seed::<B, _>(device, seed, || self.build(device))
+    }
+
+    fn build<B: Backend>(&self, device: &B::Device) -> Result<VitClassifier<B>> {
         self.validate()?;
         let d = self.embed_dim;
         let rates = self.drop_path_rates();

@@ -28,7 +28,7 @@ use crate::classifier::{
 };
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError, io};
-use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE, SEEDED_INIT, load_pretrained};
+use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE, load_pretrained};
 use crate::progress::{Progress, ProgressMode};
 use crate::schedule::{LrSchedule, scaled_lr};
 
@@ -340,13 +340,7 @@ pub fn init_classifier<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<(VitClassifier<B>, Option<LoadReport>)> {
-    let vit = {
-        let _guard = SEEDED_INIT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        B::seed(device, seed);
-        model.init::<B>(device)?
-    };
+    let vit = model.init_seeded::<B>(seed, device)?;
     match init {
         Init::Scratch => Ok((vit, None)),
         Init::Pretrained { path } => {

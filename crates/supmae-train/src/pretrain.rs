@@ -34,7 +34,6 @@ pub const CONFIG_FILE: &str = "config.json";
 
 type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
 
-pub(crate) static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// One line of `log.jsonl`: the official log's keys plus throughput and validation.
@@ -322,16 +321,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         peer: PeerArg<B>,
     ) -> Result<Self> {
         config.validate()?;
-        let model = {
-            // Burn's CPU backend has one process-wide RNG: hold a lock between seeding and
-            // drawing the weights so that trainers built concurrently (threads, tests) each
-            // get exactly the weights of their seed.
-            let _guard = SEEDED_INIT
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            B::seed(&device, config.seed);
-            config.model.init::<B>(&device)?
-        };
+        let model = config.model.init_seeded::<B>(config.seed, &device)?;
         let trainer = Self::assemble(config, model, train, val, out_dir, device, peer)?;
         trainer.check_peers_agree()?;
         if !trainer.is_main() {

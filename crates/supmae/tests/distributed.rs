@@ -199,8 +199,12 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
         let config: supmae::train::PretrainConfig =
             serde_json::from_slice(&std::fs::read(single_out.join("config.json")).unwrap())
                 .unwrap();
-        <Flex as supmae::burn::prelude::Backend>::seed(&Default::default(), config.seed);
-        export_state_dict(&config.model.init::<Flex>(&Default::default()).unwrap())
+        export_state_dict(
+            &config
+                .model
+                .init_seeded::<Flex>(config.seed, &Default::default())
+                .unwrap(),
+        )
     };
     for (((k, _, a), (_, _, b)), (_, _, c)) in dp.iter().zip(&one).zip(&init) {
         let d = a.len() / 3;
