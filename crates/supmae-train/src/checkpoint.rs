@@ -6,11 +6,11 @@
 //! everything before it. A truncated or corrupted file is a typed error, never a half-loaded
 //! model.
 //!
-//! Writes go to `<file>.tmp`, are flushed to disk, then renamed over the old file, so a crash
-//! at any point leaves either the previous checkpoint or the new one, never a torn file.
+//! Writes go to a temporary file unique to the write, are flushed to disk, then renamed over
+//! the old file (see [`crate::run_dir`]), so a crash at any point leaves either the previous
+//! checkpoint or the new one, never a torn file.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Result, TrainError, io};
 
@@ -112,42 +112,7 @@ impl CheckpointParts {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file, flush to disk, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, bytes, |file, bytes| file.write_all(bytes))
-}
-
-/// [`write_atomic`] with the data written by `write` (tests use it to simulate a crash in the
-/// middle of a write).
-pub fn write_atomic_with(
-    path: &Path,
-    bytes: &[u8],
-    write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = tmp_path(path);
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    write(&mut file, bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        // Persist the rename itself (best effort: not every platform can fsync a folder).
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// The temporary file a write to `path` goes through.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
+pub use crate::run_dir::{tmp_path, write_atomic, write_atomic_with};
 
 #[cfg(test)]
 mod tests {

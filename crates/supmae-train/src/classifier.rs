@@ -19,7 +19,7 @@ use crate::linprobe::{LinearProbe, ProbeNorm};
 pub(crate) type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// The best model of a fine-tuning or linear-probing run (highest `test_acc1`).
-pub const BEST_FILE: &str = "best.ckpt";
+pub use crate::run_dir::BEST_FILE;
 
 /// Loss and accuracy on an evaluation split.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -303,7 +303,7 @@ pub(crate) struct Run {
     pub train: DataLoader<AnySource>,
     pub val: Option<DataLoader<AnySource>>,
     pub classes: Vec<String>,
-    pub out_dir: PathBuf,
+    pub run: crate::run_dir::RunDir,
 }
 
 /// Checks the data against the model and batch, builds the train loader (shuffled, last
@@ -314,7 +314,7 @@ pub(crate) fn start_run<R: Serialize>(
     recipe: &R,
     train: AnySource,
     val: Option<AnySource>,
-    out_dir: &Path,
+    target: crate::run_dir::NewRun,
 ) -> Result<Run> {
     use supmae_data::{ImageSource, LoaderConfig};
     if train.classes().len() > spec.model.num_classes {
@@ -358,16 +358,15 @@ pub(crate) fn start_run<R: Serialize>(
         )?),
         _ => None,
     };
-    let out_dir = out_dir.to_path_buf();
-    std::fs::create_dir_all(&out_dir).map_err(crate::error::io(&out_dir))?;
+    let run = target.open()?;
     let json = serde_json::to_vec_pretty(recipe).unwrap_or_default();
-    crate::checkpoint::write_atomic(&out_dir.join(crate::pretrain::CONFIG_FILE), &json)?;
-    crate::checkpoint::write_atomic(&out_dir.join(crate::pretrain::LOG_FILE), b"")?;
+    run.write_atomic(crate::run_dir::CONFIG_FILE, &json)?;
+    run.write_atomic(crate::run_dir::LOG_FILE, b"")?;
     Ok(Run {
         train,
         val,
         classes,
-        out_dir,
+        run,
     })
 }
 

@@ -53,6 +53,23 @@ pub enum TrainError {
     /// that disagree).
     #[error("data-parallel training: {0}")]
     Collective(String),
+    /// Another process is running in this run folder.
+    #[error("run folder {path} is in use by {holder}; wait for it, or choose another folder")]
+    RunFolderBusy {
+        /// The folder.
+        path: PathBuf,
+        /// Who holds its lock (a pid when known).
+        holder: String,
+    },
+    /// A new run was started in a folder that holds a previous run's checkpoint.
+    #[error(
+        "run folder {path} already holds a run (a checkpoint): continue it with --resume, \
+         start afresh with --overwrite (deletes it), or choose another folder"
+    )]
+    RunFolderInUse {
+        /// The folder.
+        path: PathBuf,
+    },
     /// A checkpoint file is not a complete supmae training checkpoint.
     #[error("checkpoint {path} is unusable: {reason}")]
     Checkpoint {

@@ -605,7 +605,7 @@ pub struct Finetuner<B: AutodiffBackend> {
     train: DataLoader<AnySource>,
     val: Option<DataLoader<AnySource>>,
     classes: Vec<String>,
-    out_dir: PathBuf,
+    run: crate::run_dir::RunDir,
     device: B::Device,
     history: Vec<ClassifierLog>,
     best_acc1: Option<f64>,
@@ -619,7 +619,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
         config: FinetuneConfig,
         train: AnySource,
         val: Option<AnySource>,
-        out_dir: impl AsRef<Path>,
+        out_dir: impl Into<crate::run_dir::NewRun>,
         device: B::Device,
     ) -> Result<Self> {
         config.validate()?;
@@ -636,7 +636,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             &config,
             train,
             val,
-            out_dir.as_ref(),
+            out_dir.into(),
         )?;
         let (model, load_report) =
             init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
@@ -670,7 +670,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             train: run.train,
             val: run.val,
             classes: run.classes,
-            out_dir: run.out_dir,
+            run: run.run,
             device,
             history: Vec::new(),
             best_acc1: None,
@@ -709,7 +709,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
 
     /// The run folder.
     pub fn out_dir(&self) -> &Path {
-        &self.out_dir
+        self.run.path()
     }
 
     /// Number of optimizer groups (layer id × decay flag).
@@ -791,7 +791,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
                     epoch,
                     iteration: it,
                     value,
-                    checkpoint: self.out_dir.join(CHECKPOINT_FILE).display().to_string(),
+                    checkpoint: self.run.file(CHECKPOINT_FILE).display().to_string(),
                 });
             }
             let scaled = if accum > 1 {
@@ -834,7 +834,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             seconds,
             images_seen: self.history.last().map_or(0, |h| h.images_seen) + images as u64,
         };
-        append_jsonl(&self.out_dir.join(LOG_FILE), &log)?;
+        append_jsonl(&self.run.file(LOG_FILE), &log)?;
         self.history.push(log.clone());
         let is_best = log
             .test_acc1
@@ -886,7 +886,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
     }
 
     fn save(&self, file: &str) -> Result<PathBuf> {
-        let path = self.out_dir.join(file);
+        let path = self.run.file(file);
         let meta = ClassifierMeta {
             format: 1,
             kind: ClassifierKind::Finetune,

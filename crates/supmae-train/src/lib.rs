@@ -30,6 +30,7 @@ pub mod finetune;
 pub mod linprobe;
 pub mod pretrain;
 pub mod progress;
+pub mod run_dir;
 pub mod schedule;
 
 pub use classifier::{
@@ -43,4 +44,5 @@ pub use finetune::{FinetuneConfig, Finetuner, Init, MixupConfig};
 pub use linprobe::{LarsConfig, LinearProbe, LinearProber, LinprobeConfig};
 pub use pretrain::{EpochLog, Pretrainer, load_data, load_pretrained, transforms};
 pub use progress::ProgressMode;
+pub use run_dir::{Overwrite, RunDir};
 pub use schedule::{LrSchedule, ParamGroups, scaled_lr, warmup_cosine_lr};

@@ -285,7 +285,7 @@ pub struct LinearProber<B: AutodiffBackend> {
     train: DataLoader<AnySource>,
     val: Option<DataLoader<AnySource>>,
     classes: Vec<String>,
-    out_dir: PathBuf,
+    run: crate::run_dir::RunDir,
     device: B::Device,
     history: Vec<ClassifierLog>,
     best_acc1: Option<f64>,
@@ -299,7 +299,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
         config: LinprobeConfig,
         train: AnySource,
         val: Option<AnySource>,
-        out_dir: impl AsRef<Path>,
+        out_dir: impl Into<crate::run_dir::NewRun>,
         device: B::Device,
     ) -> Result<Self> {
         config.validate()?;
@@ -323,7 +323,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             &config,
             train,
             val,
-            out_dir.as_ref(),
+            out_dir.into(),
         )?;
         let (encoder, load_report) =
             init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
@@ -341,7 +341,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             train: run.train,
             val: run.val,
             classes: run.classes,
-            out_dir: run.out_dir,
+            run: run.run,
             device,
             history: Vec::new(),
             best_acc1: None,
@@ -373,7 +373,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
 
     /// The run folder.
     pub fn out_dir(&self) -> &Path {
-        &self.out_dir
+        self.run.path()
     }
 
     /// The recipe.
@@ -429,7 +429,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
                     epoch,
                     iteration: it,
                     value,
-                    checkpoint: self.out_dir.join(CHECKPOINT_FILE).display().to_string(),
+                    checkpoint: self.run.file(CHECKPOINT_FILE).display().to_string(),
                 });
             }
             let grads = loss.div_scalar(accum as f64).backward();
@@ -473,7 +473,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             seconds,
             images_seen: self.history.last().map_or(0, |h| h.images_seen) + images as u64,
         };
-        append_jsonl(&self.out_dir.join(LOG_FILE), &log)?;
+        append_jsonl(&self.run.file(LOG_FILE), &log)?;
         self.history.push(log.clone());
         let is_best = log
             .test_acc1
@@ -530,7 +530,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
     }
 
     fn save(&self, file: &str) -> Result<PathBuf> {
-        let path = self.out_dir.join(file);
+        let path = self.run.file(file);
         let meta = ClassifierMeta {
             format: 1,
             kind: ClassifierKind::Linprobe,

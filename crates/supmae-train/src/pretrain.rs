@@ -23,14 +23,9 @@ use crate::checkpoint::{CheckpointParts, write_atomic};
 use crate::config::{DataSpec, PretrainConfig};
 use crate::error::{Result, TrainError, io};
 use crate::progress::{Progress, ProgressMode};
+pub use crate::run_dir::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
+use crate::run_dir::{NewRun, RunDir};
 use crate::schedule::{LrSchedule, ParamGroups};
-
-/// File names inside a run folder.
-pub const CHECKPOINT_FILE: &str = "checkpoint.ckpt";
-/// The per-epoch JSON-lines log.
-pub const LOG_FILE: &str = "log.jsonl";
-/// The recipe, saved at start.
-pub const CONFIG_FILE: &str = "config.json";
 
 type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
 
@@ -256,7 +251,7 @@ pub struct Pretrainer<B: AutodiffBackend> {
     no_decay_ids: HashSet<ParamId>,
     train: DataLoader<AnySource>,
     val: Option<DataLoader<AnySource>>,
-    out_dir: PathBuf,
+    run: RunDir,
     device: B::Device,
     epochs_done: usize,
     history: Vec<EpochLog>,
@@ -274,9 +269,11 @@ type PeerArg<B> = Option<std::marker::PhantomData<B>>;
 
 impl<B: AutodiffBackend> Pretrainer<B> {
     /// Starts a new run in `out_dir` (created if needed) with the data of `config.data`.
+    /// The folder is locked for the trainer's lifetime; a folder holding a previous run's
+    /// checkpoint is refused unless `out_dir` says to overwrite it (see [`NewRun`]).
     pub fn new(
         config: PretrainConfig,
-        out_dir: impl AsRef<Path>,
+        out_dir: impl Into<NewRun>,
         device: B::Device,
     ) -> Result<Self> {
         config.validate()?;
@@ -289,10 +286,10 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         config: PretrainConfig,
         train: AnySource,
         val: Option<AnySource>,
-        out_dir: impl AsRef<Path>,
+        out_dir: impl Into<NewRun>,
         device: B::Device,
     ) -> Result<Self> {
-        Self::start(config, train, val, out_dir.as_ref(), device, None)
+        Self::start(config, train, val, out_dir.into(), device, None)
     }
 
     /// Starts a new run as one peer of a data-parallel run (see [`crate::distributed`]):
@@ -305,36 +302,35 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         config: PretrainConfig,
         train: AnySource,
         val: Option<AnySource>,
-        out_dir: impl AsRef<Path>,
+        out_dir: impl Into<NewRun>,
         device: B::Device,
         peer: crate::distributed::Peer<B::InnerBackend>,
     ) -> Result<Self> {
-        Self::start(config, train, val, out_dir.as_ref(), device, Some(peer))
+        Self::start(config, train, val, out_dir.into(), device, Some(peer))
     }
 
     fn start(
         config: PretrainConfig,
         train: AnySource,
         val: Option<AnySource>,
-        out_dir: &Path,
+        target: NewRun,
         device: B::Device,
         peer: PeerArg<B>,
     ) -> Result<Self> {
         config.validate()?;
         let model = config.model.init_seeded::<B>(config.seed, &device)?;
-        let trainer = Self::assemble(config, model, train, val, out_dir, device, peer)?;
+        let trainer = Self::assemble(config, model, train, val, Open::New(target), device, peer)?;
         trainer.check_peers_agree()?;
         if !trainer.is_main() {
             return Ok(trainer);
         }
-        std::fs::create_dir_all(&trainer.out_dir).map_err(io(&trainer.out_dir))?;
         let json =
             serde_json::to_vec_pretty(&trainer.config).map_err(|e| TrainError::InvalidConfig {
                 field: "config",
                 reason: e.to_string(),
             })?;
-        write_atomic(&trainer.out_dir.join(CONFIG_FILE), &json)?;
-        write_atomic(&trainer.out_dir.join(LOG_FILE), b"")?;
+        trainer.run.write_atomic(CONFIG_FILE, &json)?;
+        trainer.run.write_atomic(LOG_FILE, b"")?;
         Ok(trainer)
     }
 
@@ -343,7 +339,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         model: SupMae<B>,
         train: AnySource,
         val: Option<AnySource>,
-        out_dir: &Path,
+        folder: Open<'_>,
         device: B::Device,
         peer: PeerArg<B>,
     ) -> Result<Self> {
@@ -414,6 +410,12 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             }
             _ => None,
         };
+        // Rank 0 owns (locks and writes) the folder; the other peers only read it.
+        let run = match folder {
+            _ if rank != 0 => RunDir::unlocked(folder.path()),
+            Open::New(target) => target.open()?,
+            Open::Resume(path) => RunDir::resume(path)?,
+        };
         let groups = ParamGroups::of(&model);
         let adamw = |wd: f64| {
             AdamWConfig::new()
@@ -432,7 +434,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             config,
             train,
             val,
-            out_dir: out_dir.to_path_buf(),
+            run,
             device,
             epochs_done: 0,
             history: Vec::new(),
@@ -587,7 +589,15 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
             .map_err(|e| bad("model record", e.to_string()))?;
         let model = model.load_record(record);
-        let mut trainer = Self::assemble(meta.config, model, train, val, out_dir, device, peer)?;
+        let mut trainer = Self::assemble(
+            meta.config,
+            model,
+            train,
+            val,
+            Open::Resume(out_dir),
+            device,
+            peer,
+        )?;
         trainer.check_peers_agree()?;
         let dec = Recorder::<B>::load(&Rec::new(), parts.optim_decay, &trainer.device)
             .map_err(|e| bad("optimizer record", e.to_string()))?;
@@ -602,6 +612,33 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             trainer.rewrite_log()?;
         }
         Ok(trainer)
+    }
+
+    /// Changes the run's length to `epochs` (to extend a resumed run): the cosine schedule
+    /// is recomputed for the new length from the next step on, and `config.json` is
+    /// rewritten. Extending a run is not the same as having set the longer schedule from the
+    /// start (the learning rates of the epochs already done stay as they were).
+    pub fn set_epochs(&mut self, epochs: usize) -> Result<()> {
+        if epochs < self.epochs_done.max(1) {
+            return Err(TrainError::InvalidConfig {
+                field: "epochs",
+                reason: format!(
+                    "({epochs}) is fewer than the {} epochs already done",
+                    self.epochs_done
+                ),
+            });
+        }
+        self.config.epochs = epochs;
+        self.config.validate()?;
+        if self.is_main() {
+            let json =
+                serde_json::to_vec_pretty(&self.config).map_err(|e| TrainError::InvalidConfig {
+                    field: "config",
+                    reason: e.to_string(),
+                })?;
+            self.run.write_atomic(CONFIG_FILE, &json)?;
+        }
+        Ok(())
     }
 
     /// Shows progress on stderr (`Bar`/`Lines`) or not (`Quiet`, the default).
@@ -644,7 +681,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
 
     /// The run folder.
     pub fn out_dir(&self) -> &Path {
-        &self.out_dir
+        self.run.path()
     }
 
     /// Optimizer steps per epoch.
@@ -757,7 +794,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             let (loss, rec, cls) = (value(0), value(1), value(2));
             if !loss.is_finite() {
                 self.model = Some(model);
-                let ckpt = self.out_dir.join(CHECKPOINT_FILE);
+                let ckpt = self.run.file(CHECKPOINT_FILE);
                 return Err(TrainError::NonFiniteLoss {
                     epoch,
                     iteration: it,
@@ -891,7 +928,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
 
     /// Writes `checkpoint.ckpt` atomically and returns its path.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let path = self.out_dir.join(CHECKPOINT_FILE);
+        let path = self.run.file(CHECKPOINT_FILE);
         let bad = |e: String| TrainError::Checkpoint {
             path: path.clone(),
             reason: e,
@@ -919,7 +956,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
 
     fn append_log(&self, log: &EpochLog) -> Result<()> {
         use std::io::Write;
-        let path = self.out_dir.join(LOG_FILE);
+        let path = self.run.file(LOG_FILE);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -935,7 +972,22 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             text.push_str(&serde_json::to_string(log).unwrap_or_default());
             text.push('\n');
         }
-        write_atomic(&self.out_dir.join(LOG_FILE), text.as_bytes())
+        self.run.write_atomic(LOG_FILE, text.as_bytes())
+    }
+}
+
+/// How [`Pretrainer::assemble`] opens the run folder.
+enum Open<'a> {
+    New(NewRun),
+    Resume(&'a Path),
+}
+
+impl Open<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Open::New(target) => target.path(),
+            Open::Resume(path) => path,
+        }
     }
 }
 

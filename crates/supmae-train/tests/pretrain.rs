@@ -14,6 +14,7 @@ use supmae_model::checkpoint::{export_state_dict, param_keys};
 use supmae_model::{ClsHeadConfig, MaeConfig};
 use supmae_train::checkpoint::{CheckpointParts, write_atomic_with};
 use supmae_train::pretrain::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
+use supmae_train::run_dir::{NewRun, Overwrite};
 use supmae_train::{
     DataSpec, ParamGroups, PretrainConfig, Pretrainer, TrainError, warmup_cosine_lr,
 };
@@ -235,13 +236,28 @@ fn a_crash_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one() {
         newer,
         "the last good checkpoint is untouched"
     );
-    // It still loads and resumes.
+    // The failed write left no temporary file behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // While the run is alive its folder is locked; once it is gone, the checkpoint still
+    // loads and resumes.
+    let busy =
+        Pretrainer::<B>::resume_on(&out, train.clone(), Some(val.clone()), Default::default())
+            .err()
+            .unwrap();
+    assert!(matches!(busy, TrainError::RunFolderBusy { .. }), "{busy}");
+    drop(t);
     CheckpointParts::read(&path).unwrap();
     let resumed =
         Pretrainer::<B>::resume_on(&out, train.clone(), Some(val.clone()), Default::default())
             .unwrap();
     assert_eq!(resumed.epochs_done(), 2);
 
+    drop(resumed);
     // A torn file (as a non-atomic writer would leave) is a clear error, not a panic.
     std::fs::write(&path, &newer[..newer.len() - 100]).unwrap();
     let err = Pretrainer::<B>::resume_on(&out, train, Some(val), Default::default())
@@ -388,4 +404,68 @@ fn bad_recipes_are_typed_errors() {
         .unwrap();
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
+}
+
+#[test]
+fn a_finished_run_is_never_clobbered_and_can_be_extended() {
+    let (dir, train, val) = data("clobber");
+    let out = scratch("clobber-out");
+    let cfg = PretrainConfig {
+        epochs: 2,
+        ..tiny_config(&dir)
+    };
+    let mut t =
+        Pretrainer::<B>::with_sources(cfg.clone(), train.clone(), None, &out, Default::default())
+            .unwrap();
+    t.run().unwrap();
+    drop(t);
+    let files = |names: &[&str]| -> Vec<Vec<u8>> {
+        names
+            .iter()
+            .map(|n| std::fs::read(out.join(n)).unwrap())
+            .collect()
+    };
+    let kept = [CHECKPOINT_FILE, LOG_FILE, CONFIG_FILE];
+    let before = files(&kept);
+
+    // A new run in the folder is refused and touches nothing.
+    let other = PretrainConfig {
+        seed: 99,
+        ..cfg.clone()
+    };
+    let err =
+        Pretrainer::<B>::with_sources(other.clone(), train.clone(), None, &out, Default::default())
+            .err()
+            .unwrap();
+    assert!(matches!(err, TrainError::RunFolderInUse { .. }), "{err}");
+    assert!(err.to_string().contains("--overwrite"), "{err}");
+    assert_eq!(files(&kept), before, "the finished run is untouched");
+
+    // Resuming a finished run extends it when asked.
+    let mut r =
+        Pretrainer::<B>::resume_on(&out, train.clone(), Some(val), Default::default()).unwrap();
+    assert!(
+        r.set_epochs(1).is_err(),
+        "cannot shorten below the epochs done"
+    );
+    r.set_epochs(3).unwrap();
+    r.run().unwrap();
+    assert_eq!(r.epochs_done(), 3);
+    let saved: PretrainConfig =
+        serde_json::from_slice(&std::fs::read(out.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(saved.epochs, 3);
+    drop(r);
+
+    // Overwriting is explicit, and then the old run's files are gone before the new starts.
+    let t = Pretrainer::<B>::with_sources(
+        other,
+        train,
+        None,
+        NewRun::new(&out).overwrite(Overwrite::Yes),
+        Default::default(),
+    )
+    .unwrap();
+    assert!(!out.join(CHECKPOINT_FILE).exists());
+    assert_eq!(std::fs::read(out.join(LOG_FILE)).unwrap(), b"");
+    assert_eq!(t.config().seed, 99);
 }
