@@ -63,7 +63,7 @@ def main():
         return 0
     binary = a.supmae
     if binary is None:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "supmae"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "supmae-cli"], cwd=ROOT, check=True)
         binary = os.path.join(ROOT, "target", "release", "supmae")
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     best = {}

@@ -3,7 +3,7 @@
 //! `benches/train_step_torch.py` side by side and prints the ratios.
 //!
 //! ```text
-//! cargo bench -p supmae --bench train_step -- [CONFIG...] [--steps N]
+//! cargo bench -p supmae-cli --bench train_step -- [CONFIG...] [--steps N]
 //! ```
 //!
 //! CONFIG: `tiny16` (SupMAE ViT-Ti/16, 224 px, mask 0.75, decoder 128/2/4, batch 32),

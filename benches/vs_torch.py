@@ -75,7 +75,7 @@ def main():
     a = ap.parse_args()
     names = a.configs or list(CFG)
     # Build once and run that executable, so every round measures the same binary.
-    built = subprocess.run(["cargo", "bench", "-p", "supmae", "--bench", "train_step", "--no-run",
+    built = subprocess.run(["cargo", "bench", "-p", "supmae-cli", "--bench", "train_step", "--no-run",
                             "--message-format=json"],
                            cwd=ROOT, check=True, capture_output=True, text=True)
     exe = [json.loads(l)["executable"] for l in built.stdout.splitlines()

@@ -3,8 +3,8 @@
 //! (printed with their true labels).
 //!
 //! ```text
-//! cargo run --release -p supmae -- pretrain                  # the README's main job
-//! cargo run --release -p supmae -- finetune --checkpoint runs/pretrain
+//! cargo run --release -p supmae-cli -- pretrain                  # the README's main job
+//! cargo run --release -p supmae-cli -- finetune --checkpoint runs/pretrain
 //! cargo run --release --example classify -- runs/finetune [IMAGE...]
 //! ```
 

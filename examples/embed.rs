@@ -5,7 +5,7 @@
 //! embedded and compared with each other instead.
 //!
 //! ```text
-//! cargo run --release -p supmae -- pretrain                  # the README's main job
+//! cargo run --release -p supmae-cli -- pretrain                  # the README's main job
 //! cargo run --release --example embed -- runs/pretrain [IMAGE...]
 //! ```
 

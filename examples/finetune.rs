@@ -2,13 +2,14 @@
 //! library code, then evaluate its best checkpoint.
 //!
 //! ```text
-//! cargo run --release -p supmae -- pretrain          # writes runs/pretrain
+//! cargo run --release -p supmae-cli -- pretrain          # writes runs/pretrain
 //! cargo run --release --example finetune -- runs/pretrain
 //! ```
 
 use std::path::PathBuf;
 
 use supmae::burn::backend::{Autodiff, Flex};
+use supmae::train::run_dir::{NewRun, Overwrite};
 use supmae::train::{
     DataSpec, FinetuneConfig, Finetuner, Init, ProgressMode, TrainError, load_data, load_pretrained,
 };
@@ -32,7 +33,8 @@ fn main() -> Result<(), TrainError> {
         config,
         train,
         val,
-        "runs/example-finetune",
+        // Replaces this example's previous run (a plain path would refuse it).
+        NewRun::new("runs/example-finetune").overwrite(Overwrite::Yes),
         Default::default(),
     )?
     .with_progress(ProgressMode::auto());

@@ -5,6 +5,7 @@
 //! ```
 
 use supmae::burn::backend::{Autodiff, Flex};
+use supmae::train::run_dir::{NewRun, Overwrite};
 use supmae::train::{PretrainConfig, Pretrainer, ProgressMode, TrainError};
 
 fn main() -> Result<(), TrainError> {
@@ -14,8 +15,11 @@ fn main() -> Result<(), TrainError> {
         epochs: 3,
         ..PretrainConfig::fashion_mnist_cpu()
     };
-    let mut trainer = Pretrainer::<B>::new(config, "runs/example-pretrain", Default::default())?
-        .with_progress(ProgressMode::auto());
+    // A plain path refuses a folder that already holds a run; this example replaces its
+    // own previous run.
+    let out = NewRun::new("runs/example-pretrain").overwrite(Overwrite::Yes);
+    let mut trainer =
+        Pretrainer::<B>::new(config, out, Default::default())?.with_progress(ProgressMode::auto());
     trainer.run()?;
     for log in trainer.history() {
         println!(

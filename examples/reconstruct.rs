@@ -4,7 +4,7 @@
 //! the embedded Fashion-MNIST test split are used.
 //!
 //! ```text
-//! cargo run --release -p supmae -- pretrain                  # the README's main job
+//! cargo run --release -p supmae-cli -- pretrain                  # the README's main job
 //! cargo run --release --example reconstruct -- runs/pretrain [IMAGE...]
 //! ```
 

@@ -2,7 +2,7 @@
 # GPU check for a machine with an NVIDIA GPU and no Rust toolchain (docs/benchmarks.md).
 #
 # Build on a machine with Rust (no GPU or CUDA toolkit needed to compile):
-#     cargo build --release -p supmae --features cuda
+#     cargo build --release -p supmae-cli --features cuda
 # then copy the repository (with target/release/supmae) to the GPU machine and run:
 #     bash scripts/gpu-check.sh [BIN] [BATCH]
 #

@@ -16,6 +16,10 @@ use crate::error::{Result, TrainError, io};
 
 pub(crate) const MAGIC: &[u8] = b"SUPMAE-TRAIN-CKPT\n";
 
+/// The largest metadata section [`CheckpointParts::read_meta`] accepts (config and history
+/// are a few kilobytes; a larger declared length is a corrupted or hostile file).
+pub const MAX_META_BYTES: u64 = 64 << 20;
+
 /// The sections of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointParts {
@@ -103,6 +107,36 @@ impl CheckpointParts {
             optim_decay,
             optim_no_decay,
         })
+    }
+
+    /// Reads only the metadata section of `path` (the header and the JSON, not the tensors,
+    /// and without verifying the checksum): what a checkpoint is, cheaply. The declared
+    /// length is checked against the file's size and [`MAX_META_BYTES`] before anything is
+    /// allocated.
+    pub fn read_meta(path: &Path) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let bad = |reason: &str| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let mut file = std::fs::File::open(path).map_err(io(path))?;
+        let size = file.metadata().map_err(io(path))?.len();
+        let mut head = vec![0u8; MAGIC.len() + 8];
+        file.read_exact(&mut head)
+            .map_err(|_| bad("not a supmae training checkpoint (too short)"))?;
+        if !head.starts_with(MAGIC) {
+            return Err(bad("not a supmae training checkpoint (wrong magic bytes)"));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&head[MAGIC.len()..]);
+        let len = u64::from_le_bytes(len);
+        if len > MAX_META_BYTES || len > size.saturating_sub(head.len() as u64 + 8) {
+            return Err(bad("truncated or corrupted metadata section"));
+        }
+        let mut meta = vec![0u8; len as usize];
+        file.read_exact(&mut meta)
+            .map_err(|_| bad("truncated metadata section"))?;
+        Ok(meta)
     }
 
     /// Reads and verifies `path`.

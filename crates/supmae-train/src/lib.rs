@@ -28,6 +28,7 @@ pub mod distributed;
 pub mod error;
 pub mod finetune;
 pub mod linprobe;
+pub mod open;
 pub mod pretrain;
 pub mod progress;
 pub mod run_dir;

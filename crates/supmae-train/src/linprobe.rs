@@ -230,6 +230,20 @@ impl LinprobeConfig {
         }
     }
 
+    /// The recipe shortened for the Fashion-MNIST CPU model: 10 epochs, warmup 1, batch
+    /// 256, blr 4.0. That is 390 LARS steps instead of the recipe's ~14,000; LARS moves each
+    /// weight matrix by about lr x 0.001 of its norm per step, so the short run needs a
+    /// larger lr (docs/decisions.md).
+    pub fn fashion_mnist_cpu(self) -> Self {
+        Self {
+            epochs: 10,
+            warmup_epochs: 1.0,
+            batch_size: 256,
+            blr: 4.0,
+            ..self
+        }
+    }
+
     /// The peak learning rate.
     pub fn peak_lr(&self) -> f64 {
         self.lr

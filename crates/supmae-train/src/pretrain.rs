@@ -87,6 +87,24 @@ fn read_checkpoint_file(path: &Path) -> Result<(CheckpointParts, Meta)> {
     Ok((parts, meta))
 }
 
+/// The recipe of a pre-training checkpoint (`path`: the file), read header-first without
+/// loading its tensors. A classifier checkpoint is an error saying so.
+pub fn read_pretrain_config(path: &Path) -> Result<PretrainConfig> {
+    let meta = CheckpointParts::read_meta(path)?;
+    #[derive(Deserialize)]
+    struct ConfigOnly {
+        config: PretrainConfig,
+    }
+    serde_json::from_slice::<ConfigOnly>(&meta)
+        .map(|m| m.config)
+        .map_err(|_| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "not a pre-training checkpoint (use `supmae eval` for fine-tuned or \
+                     probed ones)"
+                .into(),
+        })
+}
+
 /// The model and recipe of a pre-training checkpoint written by [`Pretrainer`]: `path` is
 /// the run folder or its `checkpoint.ckpt`.
 pub fn load_pretrained<B: Backend>(

@@ -150,7 +150,15 @@ impl RunDir {
                 reason: "no checkpoint to resume from (start a new run instead)".into(),
             });
         }
-        Self::lock(path)
+        let dir = Self::lock(path)?;
+        if !checkpoint.is_file() {
+            // Removed by the run that held the lock a moment ago.
+            return Err(TrainError::Checkpoint {
+                path: checkpoint,
+                reason: "no checkpoint to resume from (start a new run instead)".into(),
+            });
+        }
+        Ok(dir)
     }
 
     /// A handle on `path` that takes no lock and writes nothing: data-parallel peers other

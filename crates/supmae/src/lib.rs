@@ -75,7 +75,6 @@
 
 pub mod backend;
 pub mod bench;
-pub mod cli;
 pub mod convert;
 pub mod embed;
 pub mod reconstruct;

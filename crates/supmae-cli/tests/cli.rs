@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 use supmae::data::FashionMnist;
 use supmae::data::fashion_mnist::Split;
+use supmae::image;
 
 fn supmae(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_supmae"))
@@ -25,13 +26,13 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Asserts a failed run printed exactly one `error:` line mentioning `needle`.
+/// Asserts a failed run printed exactly one `error:` line and mentions `needle`.
 fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains(needle), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
     assert!(
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
         "{stderr}"
@@ -42,7 +43,7 @@ fn assert_one_line_error(out: &Output, needle: &str) {
 fn help_explains_every_option() {
     let out = supmae(&["--help"]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("supmae pretrain"));
+    assert!(text(&out.stdout).contains("pretrain"));
     let out = supmae(&["pretrain", "--help"]);
     let help = text(&out.stdout);
     for flag in [
@@ -79,7 +80,7 @@ fn user_mistakes_are_one_clear_line() {
     );
     assert_one_line_error(
         &supmae(&["pretrain", "--frobnicate"]),
-        "unknown option `--frobnicate`",
+        "unexpected argument '--frobnicate'",
     );
     assert_one_line_error(&supmae(&["pretrain", "--mode", "dino"]), "--mode");
     assert_one_line_error(
@@ -520,7 +521,7 @@ fn finetune_linprobe_and_eval_run_on_the_embedded_default() {
             "--checkpoint",
             pre.join("checkpoint.ckpt").to_str().unwrap(),
         ]),
-        "not a fine-tuning or linear-probing checkpoint",
+        "a pre-training checkpoint, not a classifier",
     );
     assert_one_line_error(
         &supmae(&["linprobe", "--epochs", "1"]),
@@ -550,7 +551,7 @@ fn finetune_linprobe_and_eval_run_on_the_embedded_default() {
         ]),
         "rand_augment",
     );
-    assert_one_line_error(&supmae(&["eval"]), "--checkpoint is required");
+    assert_one_line_error(&supmae(&["eval"]), "--checkpoint <PATH>");
 }
 
 #[test]
@@ -564,4 +565,247 @@ fn check_backend_matches_the_pytorch_fixtures_on_the_cpu() {
         &supmae(&["check-backend", "--fixtures", "/nonexistent"]),
         "/nonexistent",
     );
+}
+
+/// A tiny Fashion-MNIST dataset and model for fast runs in `dir`; returns the common
+/// pre-training arguments with `--out out`.
+fn tiny_pretrain_args(dir: &Path, out: &Path, epochs: &str) -> Vec<String> {
+    if !dir.join("train-images-idx3-ubyte.gz").exists() && !dir.join("model.json").exists() {
+        FashionMnist::embedded(Split::Train)
+            .unwrap()
+            .write_idx(dir, Split::Train, Some(32))
+            .unwrap();
+        FashionMnist::embedded(Split::Test)
+            .unwrap()
+            .write_idx(dir, Split::Test, Some(16))
+            .unwrap();
+    }
+    let model = tiny_model(dir);
+    [
+        "pretrain",
+        "--data",
+        &format!("fashion-mnist:{}", dir.display()),
+        "--model",
+        model.to_str().unwrap(),
+        "--batch-size",
+        "16",
+        "--warmup-epochs",
+        "1",
+        "--epochs",
+        epochs,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+fn run_args(args: &[String]) -> Output {
+    supmae(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The run's files (not the lock) and a hash of each.
+fn snapshot(dir: &Path) -> Vec<(String, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file() && e.file_name() != ".lock")
+        .map(|e| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(e.path()).unwrap().hash(&mut h);
+            (e.file_name().to_string_lossy().into_owned(), h.finish())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn flags_of_another_command_or_conflicting_with_resume_are_refused_and_touch_nothing() {
+    let dir = scratch("flags");
+    let out = dir.join("run");
+    let first = run_args(&tiny_pretrain_args(&dir, &out, "1"));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let before = snapshot(&out);
+    let o = out.to_str().unwrap();
+
+    // `finetune` has no --resume: it used to start a fresh run over the folder.
+    assert_one_line_error(
+        &supmae(&["finetune", "--resume", "--out", o]),
+        "unexpected argument '--resume'",
+    );
+    // A flag of another command.
+    assert_one_line_error(
+        &supmae(&["pretrain", "--layer-decay", "0.7", "--out", o]),
+        "unexpected argument '--layer-decay'",
+    );
+    // --resume takes its settings from the folder: recipe flags are refused by name.
+    assert_one_line_error(
+        &supmae(&["pretrain", "--resume", "--model", "nonsense", "--out", o]),
+        "'--resume' cannot be used with '--model <MODEL>'",
+    );
+    assert_one_line_error(
+        &supmae(&[
+            "pretrain", "--resume", "--epochs", "5", "--lr", "NaN", "--out", o,
+        ]),
+        "NaN",
+    );
+    assert_one_line_error(&supmae(&["pretrain", "--lr", "inf"]), "not a finite number");
+    assert_eq!(snapshot(&out), before, "no refused command touched the run");
+}
+
+#[test]
+fn a_finished_run_is_not_clobbered_busy_folders_are_refused_and_stale_temps_go() {
+    let dir = scratch("clobber");
+    let out = dir.join("run");
+    let args = tiny_pretrain_args(&dir, &out, "1");
+    let first = run_args(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let before = snapshot(&out);
+
+    // Starting a new run in the finished run's folder is refused.
+    assert_one_line_error(&run_args(&args), "--overwrite");
+    assert_eq!(snapshot(&out), before);
+
+    // While a run holds the folder, a second run is refused with the holder's pid.
+    let mut long = args.clone();
+    let n = long.len();
+    long[n - 3] = "200".into(); // --epochs
+    long.push("--overwrite".into());
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_supmae"))
+        .args(&long)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = out.join(".lock");
+    let pid = holder.id().to_string();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default() != pid {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_one_line_error(&run_args(&args), &format!("in use by process {pid}"));
+    let mut again = args.clone();
+    again.push("--overwrite".into());
+    assert_one_line_error(&run_args(&again), &format!("in use by process {pid}"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // The killed run may have left a temporary file; the next run cleans it up, and the
+    // checkpoint it left (if it got that far) is whole.
+    std::fs::write(out.join(".checkpoint.ckpt.1.0.tmp"), b"torn").unwrap();
+    if out.join("checkpoint.ckpt").is_file() {
+        let o = out.to_str().unwrap();
+        let ok = supmae(&["pretrain", "--resume", "--epochs", "1", "--out", o]);
+        assert!(ok.status.success(), "{}", text(&ok.stderr));
+    } else {
+        let ok = run_args(&again);
+        assert!(ok.status.success(), "{}", text(&ok.stderr));
+    }
+    let temps: Vec<_> = snapshot(&out)
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "stale temporary files removed");
+}
+
+#[test]
+fn resume_extends_a_run_with_epochs() {
+    let dir = scratch("extend");
+    let out = dir.join("run");
+    let first = run_args(&tiny_pretrain_args(&dir, &out, "1"));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let o = out.to_str().unwrap();
+    let more = supmae(&["pretrain", "--resume", "--epochs", "2", "--out", o]);
+    assert!(more.status.success(), "{}", text(&more.stderr));
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["epochs"], 2);
+}
+
+#[test]
+fn help_needs_no_backend_and_a_closed_pipe_ends_quietly() {
+    for cmd in [
+        "pretrain",
+        "finetune",
+        "linprobe",
+        "eval",
+        "reconstruct",
+        "inspect",
+        "convert",
+        "bench",
+        "check-backend",
+        "completions",
+    ] {
+        let out = supmae(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Usage: supmae"), "{cmd}");
+    }
+    let bash = supmae(&["completions", "bash"]);
+    assert!(bash.status.success());
+    assert!(
+        text(&bash.stdout).contains("supmae__subcmd__pretrain"),
+        "a bash completion script"
+    );
+
+    // The reader goes away before the program writes: no panic, quiet exit.
+    for args in [&["reconstruct", "--help"][..], &["completions", "zsh"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_supmae"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_folder_of_images_gets_the_small_model_and_says_so() {
+    let root = scratch("folder-default");
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../supmae-data/tests/data/photos");
+    for (name, to) in [
+        ("astronaut.jpg", "a/1.jpg"),
+        ("coffee.jpg", "a/2.jpg"),
+        ("chelsea.jpg", "b/3.jpg"),
+        ("rocket.jpg", "b/4.jpg"),
+    ] {
+        let to = root.join("data").join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(photos.join(name), to).unwrap();
+    }
+    let out = supmae(&[
+        "pretrain",
+        "--data",
+        root.join("data").to_str().unwrap(),
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        root.join("run").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("model: supmae_vit_mini_patch8_dec128d1b") && stderr.contains("32 px"),
+        "{stderr}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["img_size"], 32);
+    assert_eq!(config["model"]["embed_dim"], 96);
 }

@@ -1,0 +1,186 @@
+//! What every command shares: the error type, output that ends quietly on a closed pipe,
+//! backend choice, number parsers and the `--model` flag.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use supmae::burn::prelude::*;
+use supmae::burn::tensor::backend::AutodiffBackend;
+use supmae::model::{MaeConfig, VitConfig};
+use supmae::{BackendError, BackendJob, BackendKind, run_on};
+
+/// A command-line error: one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Shorthand for the commands' results.
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+/// Turns any displayable error into a [`CliError`].
+pub fn cli<T, E: fmt::Display>(r: Result<T, E>) -> Result<T> {
+    r.map_err(|e| CliError(e.to_string()))
+}
+
+/// A [`CliError`] from a message.
+pub fn err<T>(message: impl Into<String>) -> Result<T> {
+    Err(CliError(message.into()))
+}
+
+/// Prints a line on stdout. When the reader has gone away (`supmae ... | head -1`), the
+/// program ends quietly with success, as Unix tools do, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::common::say_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// The function behind [`say!`].
+pub fn say_line(args: fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A finite floating-point number (`NaN` and infinities are refused by name).
+pub fn finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` is not a finite number"))
+    }
+}
+
+/// `--backend`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BackendArg {
+    /// Backend: flex (CPU), wgpu, vulkan or cuda, if compiled in [default: the first
+    /// compiled one that can start: cuda, vulkan, wgpu, then flex]
+    #[arg(long, value_name = "NAME", value_parser = parse_backend)]
+    pub backend: Option<BackendKind>,
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind, String> {
+    s.parse::<BackendKind>().map_err(|e| e.to_string())
+}
+
+/// Runs a tiny tensor computation: whether the backend really starts on this machine.
+struct Probe;
+
+impl BackendJob for Probe {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) {
+        let x = Tensor::<B, 1>::from_floats([1.0, 2.0], &device);
+        let _ = (x * 2.0).into_data();
+    }
+}
+
+/// Whether `kind` starts here; a backend whose runtime panics (no driver, no adapter)
+/// counts as unavailable, with the panic's message as the reason.
+fn probe(kind: BackendKind) -> Result<(), BackendError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| run_on(kind, Probe));
+    std::panic::set_hook(hook);
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "its runtime failed to start".into());
+            Err(BackendError::Unavailable {
+                kind,
+                reason: reason.lines().next().unwrap_or_default().to_string(),
+            })
+        }
+    }
+}
+
+impl BackendArg {
+    /// The backend to run on: the one asked for (an error if it cannot start), else the
+    /// first compiled one that starts, saying in one line why a preferred one was skipped.
+    pub fn resolve(&self) -> Result<BackendKind> {
+        if let Some(kind) = self.backend {
+            cli(probe(kind))?;
+            return Ok(kind);
+        }
+        let preference = [
+            BackendKind::Cuda,
+            BackendKind::Vulkan,
+            BackendKind::Wgpu,
+            BackendKind::Flex,
+        ];
+        let mut skipped = Vec::new();
+        for kind in preference.into_iter().filter(|k| k.is_compiled()) {
+            match probe(kind) {
+                Ok(()) => {
+                    for e in &skipped {
+                        eprintln!("note: {e}; using {kind}");
+                    }
+                    return Ok(kind);
+                }
+                Err(e) => skipped.push(e),
+            }
+        }
+        match skipped.first() {
+            Some(e) => err(format!("no compiled backend can start: {e}")),
+            None => err("no backend compiled in; build with --features flex"),
+        }
+    }
+}
+
+/// `--model` of a pre-training run: a preset name or a JSON [`MaeConfig`] file.
+pub fn mae_model(name: &str) -> Result<MaeConfig> {
+    match json_file(name) {
+        Some(path) => {
+            let text =
+                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
+            serde_json::from_str(&text)
+                .map_err(|e| CliError(format!("--model {name}: not a model config: {e}")))
+        }
+        None => MaeConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
+    }
+}
+
+/// `--model` of a classifier: a ViT preset name or a JSON [`VitConfig`] file.
+pub fn vit_model(name: &str) -> Result<VitConfig> {
+    match json_file(name) {
+        Some(path) => {
+            let text =
+                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
+            serde_json::from_str(&text)
+                .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
+        }
+        None => VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
+    }
+}
+
+fn json_file(name: &str) -> Option<PathBuf> {
+    let path = Path::new(name);
+    (path.extension().is_some_and(|e| e == "json") || path.is_file()).then(|| path.to_path_buf())
+}

@@ -1,0 +1,107 @@
+//! The `supmae` command-line program. See `supmae --help`; each command has its own
+//! options (`supmae <COMMAND> --help`) and module.
+
+#![warn(missing_docs)]
+
+mod classifier;
+mod common;
+mod convert;
+mod data;
+mod eval;
+mod inspect;
+mod parallel;
+mod pretrain;
+mod reconstruct;
+mod tools;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+// Tensor buffers of a training step are freed and re-allocated every step; mimalloc reuses
+// them where glibc's malloc returns large blocks to the kernel (page faults + zeroing).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Supervised masked autoencoders (SupMAE, MAE) in Rust: pre-train, fine-tune, probe,
+/// evaluate, reconstruct and convert.
+#[derive(Parser, Debug)]
+#[command(
+    name = "supmae",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pre-train a SupMAE or MAE
+    Pretrain(pretrain::Args),
+    /// Fine-tune a ViT classifier from a pre-training checkpoint
+    Finetune(classifier::FinetuneArgs),
+    /// Train a linear probe on a frozen pre-trained encoder
+    Linprobe(classifier::LinprobeArgs),
+    /// Top-1 / top-5 of a fine-tuned or probed checkpoint
+    Eval(eval::Args),
+    /// Picture of masked images and their reconstructions
+    Reconstruct(reconstruct::Args),
+    /// Which checkpoint flavour a file is and what it can do
+    Inspect(inspect::Args),
+    /// Convert a checkpoint to official key names (safetensors) or our format
+    Convert(convert::Args),
+    /// Training-step and inference throughput of a config (one JSON line)
+    Bench(tools::BenchArgs),
+    /// A backend's outputs and gradients vs the PyTorch fixtures
+    CheckBackend(tools::CheckArgs),
+    /// Dataset tools
+    #[command(subcommand)]
+    Data(data::Command),
+    /// Print a shell completion script (e.g. `supmae completions bash > ~/.local/share/bash-completion/completions/supmae`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pretrain(a) => pretrain::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Finetune(a) => classifier::finetune(a).map(|()| ExitCode::SUCCESS),
+        Command::Linprobe(a) => classifier::linprobe(a).map(|()| ExitCode::SUCCESS),
+        Command::Eval(a) => eval::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Reconstruct(a) => reconstruct::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Convert(a) => convert::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => tools::bench(a).map(|()| ExitCode::SUCCESS),
+        Command::CheckBackend(a) => tools::check_backend(a).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Data(c) => data::run(c).map(|bad| {
+            if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "supmae", &mut out);
+            common::say!("{}", String::from_utf8_lossy(&out).trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}

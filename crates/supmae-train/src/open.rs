@@ -1,0 +1,73 @@
+//! What a checkpoint path is, read header-first: one entry point for every command.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::checkpoint::{CheckpointParts, MAGIC};
+use crate::classifier::ClassifierMeta;
+use crate::config::PretrainConfig;
+use crate::error::{Result, TrainError, io};
+use crate::run_dir::checkpoint_in;
+
+/// What [`open`] found.
+#[derive(Debug, Clone)]
+pub enum Checkpoint {
+    /// A pre-training checkpoint of ours.
+    Pretrain {
+        /// The run's recipe (model included).
+        config: Box<PretrainConfig>,
+        /// Epochs trained.
+        epochs_done: usize,
+        /// The official file it was converted from, if it was (then it holds no optimizer
+        /// state).
+        converted_from: Option<String>,
+    },
+    /// A fine-tuning or linear-probing checkpoint of ours.
+    Classifier(Box<ClassifierMeta>),
+    /// Not ours: an official PyTorch `.pth` / `.safetensors` (or something else), for the
+    /// model crate's readers to judge.
+    Foreign,
+}
+
+#[derive(Deserialize)]
+struct PretrainHeader {
+    config: PretrainConfig,
+    epochs_done: usize,
+    #[serde(default)]
+    converted_from: Option<String>,
+}
+
+/// Resolves `path` (a run folder means its `checkpoint.ckpt`) and says what it is, reading
+/// only the header and metadata of one of ours.
+pub fn open(path: &Path) -> Result<(PathBuf, Checkpoint)> {
+    let file = checkpoint_in(path);
+    let mut head = [0u8; 18];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&file).map_err(io(&file))?;
+        f.read(&mut head).map_err(io(&file))?
+    };
+    debug_assert_eq!(MAGIC.len(), head.len());
+    if n < head.len() || head != MAGIC {
+        return Ok((file, Checkpoint::Foreign));
+    }
+    let meta = CheckpointParts::read_meta(&file)?;
+    if let Ok(m) = serde_json::from_slice::<ClassifierMeta>(&meta) {
+        return Ok((file, Checkpoint::Classifier(Box::new(m))));
+    }
+    match serde_json::from_slice::<PretrainHeader>(&meta) {
+        Ok(h) => Ok((
+            file,
+            Checkpoint::Pretrain {
+                config: Box::new(h.config),
+                epochs_done: h.epochs_done,
+                converted_from: h.converted_from,
+            },
+        )),
+        Err(e) => Err(TrainError::Checkpoint {
+            path: file,
+            reason: format!("unreadable metadata: {e}"),
+        }),
+    }
+}
