@@ -1,0 +1,283 @@
+//! The pre-training run's files: checkpoint metadata, resume, saving, the log, and
+//! loading or writing a pre-trained model from library code.
+
+#[allow(unused_imports)]
+use super::*;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    config: PretrainConfig,
+    epochs_done: usize,
+    history: Vec<EpochLog>,
+    /// Integer buffers that the model does not hold (BatchNorm `num_batches_tracked`),
+    /// kept so a converted official checkpoint converts back to an identical state dict.
+    #[serde(default)]
+    extras: std::collections::BTreeMap<String, i64>,
+    /// The file this checkpoint was converted from (no optimizer state then).
+    #[serde(default)]
+    converted_from: Option<String>,
+}
+
+/// Reads and verifies a run folder's checkpoint and its metadata.
+fn read_checkpoint(out_dir: &Path) -> Result<(CheckpointParts, Meta)> {
+    read_checkpoint_file(&out_dir.join(CHECKPOINT_FILE))
+}
+
+fn read_checkpoint_file(path: &Path) -> Result<(CheckpointParts, Meta)> {
+    let path = path.to_path_buf();
+    let parts = CheckpointParts::read(&path)?;
+    let meta = serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
+        path,
+        reason: format!("bad metadata: {e}"),
+    })?;
+    Ok((parts, meta))
+}
+
+/// The recipe of a pre-training checkpoint (`path`: the file), read header-first without
+/// loading its tensors. A classifier checkpoint is an error saying so.
+pub fn read_pretrain_config(path: &Path) -> Result<PretrainConfig> {
+    let meta = CheckpointParts::read_meta(path)?;
+    #[derive(Deserialize)]
+    struct ConfigOnly {
+        config: PretrainConfig,
+    }
+    serde_json::from_slice::<ConfigOnly>(&meta)
+        .map(|m| m.config)
+        .map_err(|_| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "not a pre-training checkpoint (use `supmae eval` for fine-tuned or \
+                     probed ones)"
+                .into(),
+        })
+}
+
+/// The model and recipe of a pre-training checkpoint written by [`Pretrainer`]: `path` is
+/// the run folder or its `checkpoint.ckpt`.
+pub fn load_pretrained<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(SupMae<B>, PretrainConfig)> {
+    let path = path.as_ref();
+    let file = if path.is_dir() {
+        path.join(CHECKPOINT_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let (parts, meta) = read_checkpoint_file(&file)?;
+    meta.config.validate()?;
+    let model = meta.config.model.init::<B>(device)?;
+    let record = Recorder::<B>::load(&Rec::new(), parts.model, device).map_err(|e| {
+        TrainError::Checkpoint {
+            path: file.clone(),
+            reason: format!("model record: {e}"),
+        }
+    })?;
+    Ok((model.load_record(record), meta.config))
+}
+
+/// The integer buffers (`num_batches_tracked`) a pre-training checkpoint keeps beside the
+/// model: those of the file it was converted from, or the number of training steps taken
+/// for a checkpoint trained here (PyTorch counts one per training forward).
+pub fn pretrained_extras(
+    path: impl AsRef<Path>,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let path = path.as_ref();
+    let file = if path.is_dir() {
+        path.join(CHECKPOINT_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let (_, meta) = read_checkpoint_file(&file)?;
+    if meta.converted_from.is_some() || meta.config.model.cls_head.is_none() {
+        return Ok(meta.extras);
+    }
+    let steps = meta.history.last().map_or(0, |h| h.images_seen) / meta.config.batch_size as u64;
+    Ok([("cls_head.1.num_batches_tracked".to_string(), steps as i64)].into())
+}
+
+/// Writes `model` as a pre-training checkpoint of ours (no optimizer state: it can be
+/// fine-tuned, probed, embedded or reconstructed with, not resumed), atomically.
+pub fn write_pretrained<B: Backend>(
+    path: impl AsRef<Path>,
+    model: &SupMae<B>,
+    config: PretrainConfig,
+    extras: std::collections::BTreeMap<String, i64>,
+    converted_from: &str,
+) -> Result<()> {
+    let path = path.as_ref();
+    let bad = |e: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    let meta = Meta {
+        format: 1,
+        config,
+        epochs_done: 0,
+        history: Vec::new(),
+        extras,
+        converted_from: Some(converted_from.to_string()),
+    };
+    let parts = CheckpointParts {
+        meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
+        model: Recorder::<B>::record(&Rec::new(), model.clone().into_record(), ())
+            .map_err(|e| bad(e.to_string()))?,
+        optim_decay: Vec::new(),
+        optim_no_decay: Vec::new(),
+    };
+    write_atomic(path, &parts.encode())
+}
+
+impl<B: AutodiffBackend> Pretrainer<B> {
+    /// Continues the run saved in `out_dir` from its last checkpoint, with the same data.
+    pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let (parts, meta) = read_checkpoint(out_dir)?;
+        let (train, val) = load_data(&meta.config.data)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, None)
+    }
+
+    /// [`resume`](Self::resume) on explicit datasets.
+    pub fn resume_on(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let (parts, meta) = read_checkpoint(out_dir)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, None)
+    }
+
+    /// [`resume`](Self::resume) as one peer of a data-parallel run (the data of the saved
+    /// config).
+    #[cfg(feature = "distributed")]
+    pub fn resume_peer(
+        out_dir: impl AsRef<Path>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let (parts, meta) = read_checkpoint(out_dir)?;
+        let (train, val) = load_data(&meta.config.data)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, Some(peer))
+    }
+
+    /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run: every peer reads
+    /// the checkpoint of `out_dir` (shared storage, or a copy on every node), rank 0 goes on
+    /// writing it.
+    #[cfg(feature = "distributed")]
+    pub fn resume_on_peer(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let out_dir = out_dir.as_ref();
+        let (parts, meta) = read_checkpoint(out_dir)?;
+        Self::resume_with_sources(out_dir, parts, meta, train, val, device, Some(peer))
+    }
+
+    fn resume_with_sources(
+        out_dir: &Path,
+        parts: CheckpointParts,
+        meta: Meta,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: PeerArg<B>,
+    ) -> Result<Self> {
+        let path = out_dir.join(CHECKPOINT_FILE);
+        let bad = |what: &str, e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("{what}: {e}"),
+        };
+        if let Some(source) = &meta.converted_from {
+            return Err(bad(
+                "cannot resume",
+                format!(
+                    "converted from {source}, it holds no optimizer state; fine-tune, probe, \
+                     evaluate or embed it instead"
+                ),
+            ));
+        }
+        meta.config.validate()?;
+        let model = meta.config.model.init::<B>(&device)?;
+        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
+            .map_err(|e| bad("model record", e.to_string()))?;
+        let model = model.load_record(record);
+        let mut trainer = Self::assemble(
+            meta.config,
+            model,
+            train,
+            val,
+            Open::Resume(out_dir),
+            device,
+            peer,
+        )?;
+        trainer.check_peers_agree()?;
+        let dec = Recorder::<B>::load(&Rec::new(), parts.optim_decay, &trainer.device)
+            .map_err(|e| bad("optimizer record", e.to_string()))?;
+        let nodec = Recorder::<B>::load(&Rec::new(), parts.optim_no_decay, &trainer.device)
+            .map_err(|e| bad("optimizer record", e.to_string()))?;
+        trainer.opt_decay = trainer.opt_decay.load_record(dec);
+        trainer.opt_no_decay = trainer.opt_no_decay.load_record(nodec);
+        trainer.epochs_done = meta.epochs_done;
+        trainer.history = meta.history;
+        // Epochs logged after the checkpoint are redone: rewrite the log to match.
+        if trainer.is_main() {
+            trainer.rewrite_log()?;
+        }
+        Ok(trainer)
+    }
+
+    /// Writes `checkpoint.ckpt` atomically and returns its path.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let path = self.run.file(CHECKPOINT_FILE);
+        let bad = |e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: e,
+        };
+        let meta = Meta {
+            format: 1,
+            config: self.config.clone(),
+            epochs_done: self.epochs_done,
+            history: self.history.clone(),
+            extras: Default::default(),
+            converted_from: None,
+        };
+        let parts = CheckpointParts {
+            meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
+            model: Recorder::<B>::record(&Rec::new(), self.model().clone().into_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+            optim_decay: Recorder::<B>::record(&Rec::new(), self.opt_decay.to_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+            optim_no_decay: Recorder::<B>::record(&Rec::new(), self.opt_no_decay.to_record(), ())
+                .map_err(|e| bad(e.to_string()))?,
+        };
+        write_atomic(&path, &parts.encode())?;
+        Ok(path)
+    }
+
+    pub(super) fn append_log(&self, log: &EpochLog) -> Result<()> {
+        use std::io::Write;
+        let path = self.run.file(LOG_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let line = serde_json::to_string(log).unwrap_or_default();
+        writeln!(file, "{line}").map_err(io(&path))
+    }
+
+    pub(super) fn rewrite_log(&self) -> Result<()> {
+        let mut text = String::new();
+        for log in &self.history {
+            text.push_str(&serde_json::to_string(log).unwrap_or_default());
+            text.push('\n');
+        }
+        self.run.write_atomic(LOG_FILE, text.as_bytes())
+    }
+}
