@@ -39,57 +39,61 @@ adds BatchNorm (no affine, eps 1e-6) + Linear (std 0.01) and trains only those w
 #[derive(clap::Args, Debug)]
 pub struct Common {
     /// Pre-training checkpoint: a run folder, a .ckpt, or an official .pth
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     pub checkpoint: Option<PathBuf>,
     /// Data: fashion-mnist[:DIR], embedded (default), or an ImageNet-style folder
     /// (train/ + val/)
-    #[arg(long, value_name = "DATA")]
+    #[arg(long, value_name = "DATA", conflicts_with = "resume")]
     pub data: Option<String>,
     /// A ViT preset (vit_base_patch16, ...) or a JSON VitConfig, for official .pth files and
     /// checkpoint-less runs [default: the checkpoint's encoder, else vit_base_patch16 / the
     /// small model]
-    #[arg(long, value_name = "MODEL")]
+    #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
     pub model: Option<String>,
     /// Epochs [default: finetune 100, linprobe 90; Fashion-MNIST 10]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub epochs: Option<usize>,
     /// Images per micro-batch [default: finetune 32, linprobe 512; Fashion-MNIST 128 / 256]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub batch_size: Option<usize>,
     /// Micro-batches per step [default: finetune 4, linprobe 1; Fashion-MNIST 1]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub accum_iter: Option<usize>,
     /// Base lr: lr = blr * batch * accum / 256 [default: finetune 1e-3, linprobe 0.1;
     /// Fashion-MNIST 4e-3 / 4.0]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub blr: Option<f64>,
     /// Absolute lr (overrides --blr)
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub lr: Option<f64>,
     /// Final lr of the cosine [default: finetune 1e-6, linprobe 0]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub min_lr: Option<f64>,
     /// Warmup epochs [default: finetune 5, linprobe 10; Fashion-MNIST 1]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub warmup_epochs: Option<f64>,
     /// Weight decay [default: finetune 0.05 (AdamW), linprobe 0 (LARS, weight matrix)]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub weight_decay: Option<f64>,
     /// Seed [default: 0]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub seed: Option<u64>,
     /// Data-loading threads, 0 = all cores [default: 0]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
     pub threads: Option<usize>,
     /// Skip the per-epoch validation
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub no_eval: bool,
     /// Run folder: config.json, log.jsonl, checkpoint.ckpt, best.ckpt
     /// [default: runs/finetune or runs/linprobe]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Delete the run already in --out (if any) and start afresh
+    /// Continue the run in --out from its checkpoint (model, optimizer state, schedule
+    /// position), with its saved settings; no other recipe option may be given
     #[arg(long)]
+    pub resume: bool,
+    /// Delete the run already in --out (if any) and start afresh
+    #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
     #[command(flatten)]
     pub backend: BackendArg,
@@ -102,34 +106,34 @@ pub struct FinetuneArgs {
     #[command(flatten)]
     pub common: Common,
     /// Pool with the cls token + norm instead of the global average
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub cls_token: bool,
     /// Layer-wise lr decay [default: 0.65; Fashion-MNIST 0.75]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub layer_decay: Option<f64>,
     /// Stochastic depth [default: 0.1]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub drop_path: Option<f64>,
     /// Mixup alpha, 0 = off [default: 0.8; Fashion-MNIST 0]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub mixup: Option<f64>,
     /// CutMix alpha, 0 = off [default: 1.0; Fashion-MNIST 0]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub cutmix: Option<f64>,
     /// Probability of mixing a batch [default: 1.0]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub mixup_prob: Option<f64>,
     /// Probability of CutMix when both are on [default: 0.5]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub mixup_switch_prob: Option<f64>,
     /// Label smoothing [default: 0.1]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub smoothing: Option<f64>,
     /// RandAugment spec, or none [default: rand-m9-mstd0.5-inc1; Fashion-MNIST none]
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", conflicts_with = "resume")]
     pub aa: Option<String>,
     /// Random-erasing probability [default: 0.25; Fashion-MNIST 0]
-    #[arg(long, value_name = "F", value_parser = finite)]
+    #[arg(long, value_name = "F", value_parser = finite, conflicts_with = "resume")]
     pub reprob: Option<f64>,
 }
 
@@ -140,7 +144,7 @@ pub struct LinprobeArgs {
     #[command(flatten)]
     pub common: Common,
     /// Probe a randomly initialised encoder (instead of --checkpoint)
-    #[arg(long, conflicts_with = "checkpoint")]
+    #[arg(long, conflicts_with_all = ["checkpoint", "resume"])]
     pub scratch: bool,
 }
 
@@ -273,6 +277,9 @@ enum Recipe {
 
 /// Runs `supmae finetune`.
 pub fn finetune(args: FinetuneArgs) -> Result<()> {
+    if args.common.resume {
+        return resume(&args.common, "runs/finetune", false);
+    }
     run(&args.common, "runs/finetune", |classes| {
         finetune_config(&args, classes).map(Recipe::Finetune)
     })
@@ -280,6 +287,9 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
 
 /// Runs `supmae linprobe`.
 pub fn linprobe(args: LinprobeArgs) -> Result<()> {
+    if args.common.resume {
+        return resume(&args.common, "runs/linprobe", true);
+    }
     run(&args.common, "runs/linprobe", |classes| {
         linprobe_config(&args, classes).map(Recipe::Linprobe)
     })
@@ -314,6 +324,37 @@ fn run(c: &Common, default_out: &str, recipe: impl FnOnce(usize) -> Result<Recip
     };
     let start = std::time::Instant::now();
     let history = cli(run_on(kind, job))??;
+    report(&history, start, &out_dir);
+    Ok(())
+}
+
+/// `--resume`: continues the run in `--out` with the settings saved there.
+fn resume(c: &Common, default_out: &str, linprobe: bool) -> Result<()> {
+    let out_dir = c.out.clone().unwrap_or_else(|| PathBuf::from(default_out));
+    if !out_dir
+        .join(supmae::train::run_dir::CHECKPOINT_FILE)
+        .is_file()
+    {
+        return err(format!(
+            "--resume: no checkpoint in {} (nothing to resume)",
+            out_dir.display()
+        ));
+    }
+    let kind = c.backend.resolve()?;
+    eprintln!("backend: {kind}; resuming {}", out_dir.display());
+    let start = std::time::Instant::now();
+    let history = cli(run_on(
+        kind,
+        Resume {
+            out_dir: out_dir.clone(),
+            linprobe,
+        },
+    ))??;
+    report(&history, start, &out_dir);
+    Ok(())
+}
+
+fn report(history: &[ClassifierLog], start: std::time::Instant, out_dir: &std::path::Path) {
     let best = history
         .iter()
         .filter_map(|h| h.test_acc1.map(|a| (a, h.test_acc5, h.epoch)))
@@ -333,7 +374,6 @@ fn run(c: &Common, default_out: &str, recipe: impl FnOnce(usize) -> Result<Recip
         );
     }
     say!("run folder: {}", out_dir.display());
-    Ok(())
 }
 
 struct Job {
@@ -369,6 +409,37 @@ fn print_load_report(report: Option<&LoadReport>) {
             join(&r.missing),
             r.unused.len()
         );
+    }
+}
+
+struct Resume {
+    out_dir: PathBuf,
+    linprobe: bool,
+}
+
+impl BackendJob for Resume {
+    type Output = Result<Vec<ClassifierLog>, CliError>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let progress = ProgressMode::auto();
+        Ok(if self.linprobe {
+            let mut t =
+                cli(LinearProber::<B>::resume(&self.out_dir, device))?.with_progress(progress);
+            let total = t.config().epochs;
+            eprintln!("resuming after epoch {} of {total}", t.history().len());
+            while t.history().len() < total {
+                print_epoch(&cli(t.run_epoch())?, total);
+            }
+            t.history().to_vec()
+        } else {
+            let mut t = cli(Finetuner::<B>::resume(&self.out_dir, device))?.with_progress(progress);
+            let total = t.config().epochs;
+            eprintln!("resuming after epoch {} of {total}", t.history().len());
+            while t.history().len() < total {
+                print_epoch(&cli(t.run_epoch())?, total);
+            }
+            t.history().to_vec()
+        })
     }
 }
 

@@ -630,10 +630,15 @@ fn flags_of_another_command_or_conflicting_with_resume_are_refused_and_touch_not
     let before = snapshot(&out);
     let o = out.to_str().unwrap();
 
-    // `finetune` has no --resume: it used to start a fresh run over the folder.
+    // `finetune --resume` used to start a fresh run over the folder; now it resumes a
+    // fine-tuning run, and this folder holds none.
     assert_one_line_error(
         &supmae(&["finetune", "--resume", "--out", o]),
-        "unexpected argument '--resume'",
+        "not a fine-tuning or linear-probing checkpoint",
+    );
+    assert_one_line_error(
+        &supmae(&["finetune", "--resume", "--epochs", "5", "--out", o]),
+        "'--resume' cannot be used with '--epochs <N>'",
     );
     // A flag of another command.
     assert_one_line_error(
@@ -808,4 +813,44 @@ fn a_folder_of_images_gets_the_small_model_and_says_so() {
         serde_json::from_slice(&std::fs::read(root.join("run/config.json")).unwrap()).unwrap();
     assert_eq!(config["model"]["img_size"], 32);
     assert_eq!(config["model"]["embed_dim"], 96);
+}
+
+#[test]
+fn finetune_and_linprobe_resume_from_their_folders() {
+    let dir = scratch("cls-resume");
+    let pre = dir.join("pre");
+    let first = run_args(&tiny_pretrain_args(&dir, &pre, "1"));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let data = format!("fashion-mnist:{}", dir.display());
+    for (cmd, extra) in [("finetune", &["--aa", "none"][..]), ("linprobe", &[][..])] {
+        let out = dir.join(cmd);
+        let o = out.to_str().unwrap();
+        let mut args = vec![
+            cmd,
+            "--checkpoint",
+            pre.to_str().unwrap(),
+            "--data",
+            &data,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--out",
+            o,
+        ];
+        args.extend(extra);
+        let run = supmae(&args);
+        assert!(run.status.success(), "{cmd}: {}", text(&run.stderr));
+        let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+        // Starting it again is refused; resuming the finished run trains nothing more.
+        assert_one_line_error(&supmae(&args), "--overwrite");
+        let resumed = supmae(&[cmd, "--resume", "--out", o]);
+        assert!(resumed.status.success(), "{cmd}: {}", text(&resumed.stderr));
+        assert!(
+            text(&resumed.stderr).contains("resuming after epoch 2 of 2"),
+            "{}",
+            text(&resumed.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(out.join("log.jsonl")).unwrap(), log);
+    }
 }

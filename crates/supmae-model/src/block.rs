@@ -169,7 +169,8 @@ impl<B: Backend> Block<B> {
 
 /// Stochastic depth (timm `drop_path`): while training (on an autodiff backend), zeroes the
 /// whole residual branch of a sample with probability `rate` and scales survivors by
-/// `1 / (1 − rate)`. The identity otherwise.
+/// `1 / (1 − rate)`. The identity otherwise. The masks come from the thread's stream when
+/// one is set ([`crate::seeding::with_stream`]), else from the backend RNG.
 ///
 /// # Shapes
 /// - x: `[N, T, d]`
@@ -180,6 +181,9 @@ pub fn drop_path<B: Backend>(x: Tensor<B, 3>, rate: f64) -> Tensor<B, 3> {
     }
     let keep = 1.0 - rate;
     let [n, _, _] = x.dims();
-    let mask = Tensor::<B, 3>::random([n, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    let mask = match crate::seeding::bernoulli(n, keep) {
+        Some(draws) => Tensor::<B, 3>::from_data(TensorData::new(draws, [n, 1, 1]), &x.device()),
+        None => Tensor::<B, 3>::random([n, 1, 1], Distribution::Bernoulli(keep), &x.device()),
+    };
     x.div_scalar(keep) * mask
 }

@@ -33,3 +33,42 @@ pub fn with_seed<B: Backend, T>(device: &B::Device, seed: u64, f: impl FnOnce() 
         f()
     })
 }
+
+thread_local! {
+    /// This thread's model-randomness stream (splitmix64 state), when one is set.
+    static STREAM: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the model's own random draws on this thread (stochastic depth masks) taken
+/// from a stream seeded by `seed` instead of the backend's process-wide RNG. A learner
+/// seeds every step from `(seed, epoch, step, rank)`, so an interrupted and resumed run
+/// draws the same masks, and data-parallel peers on threads of one process do not draw
+/// from each other's numbers.
+pub fn with_stream<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    let previous = STREAM.with(|s| s.replace(Some(seed)));
+    let out = f();
+    STREAM.with(|s| s.set(previous));
+    out
+}
+
+/// `n` Bernoulli(`keep`) draws as `0.0` / `1.0` from this thread's stream, if one is set
+/// by [`with_stream`].
+pub(crate) fn bernoulli(n: usize, keep: f64) -> Option<Vec<f32>> {
+    STREAM.with(|s| {
+        let mut state = s.get()?;
+        let draws = (0..n)
+            .map(|_| {
+                // splitmix64
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+                if u < keep { 1.0 } else { 0.0 }
+            })
+            .collect();
+        s.set(Some(state));
+        Some(draws)
+    })
+}

@@ -148,9 +148,59 @@ impl CheckpointParts {
 
 pub use crate::run_dir::{tmp_path, write_atomic, write_atomic_with};
 
+/// Packs several records into one section (the optimizer groups of a fine-tuning run): a
+/// little-endian `u64` count, then per record a `u64` length and its bytes.
+pub fn pack(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = (records.len() as u64).to_le_bytes().to_vec();
+    for r in records {
+        out.extend_from_slice(&(r.len() as u64).to_le_bytes());
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+/// Unpacks [`pack`]; `None` when a declared count or length does not fit the bytes (nothing
+/// is allocated from a declared size before it is checked).
+pub fn unpack(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let read_u64 =
+        |b: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)) };
+    let count = read_u64(bytes)?;
+    let mut rest = &bytes[8..];
+    if count > rest.len() as u64 / 8 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = read_u64(rest)?;
+        rest = &rest[8..];
+        if len > rest.len() as u64 {
+            return None;
+        }
+        let (record, tail) = rest.split_at(len as usize);
+        out.push(record.to_vec());
+        rest = tail;
+    }
+    rest.is_empty().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_records_round_trip_and_bad_lengths_are_refused() {
+        let records = vec![vec![1u8, 2, 3], Vec::new(), vec![9; 20]];
+        let packed = pack(&records);
+        assert_eq!(unpack(&packed).unwrap(), records);
+        assert!(unpack(&packed[..packed.len() - 1]).is_none(), "truncated");
+        let mut huge = packed.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(
+            unpack(&huge).is_none(),
+            "a declared count larger than the bytes"
+        );
+        assert!(unpack(&[1, 2]).is_none());
+    }
 
     fn parts() -> CheckpointParts {
         CheckpointParts {

@@ -316,6 +316,33 @@ pub(crate) fn start_run<R: Serialize>(
     val: Option<AnySource>,
     target: crate::run_dir::NewRun,
 ) -> Result<Run> {
+    let (train, val, classes) = loaders(&spec, train, val)?;
+    let run = target.open()?;
+    let json = serde_json::to_vec_pretty(recipe).unwrap_or_default();
+    run.write_atomic(crate::run_dir::CONFIG_FILE, &json)?;
+    run.write_atomic(crate::run_dir::LOG_FILE, b"")?;
+    Ok(Run {
+        train,
+        val,
+        classes,
+        run,
+    })
+}
+
+/// The train loader (sharded for data-parallel peers), the evaluation loader and the class
+/// names, after checking the data against the model and batch.
+pub(crate) type Loaders = (
+    DataLoader<AnySource>,
+    Option<DataLoader<AnySource>>,
+    Vec<String>,
+);
+
+/// Builds [`Loaders`] for `spec`.
+pub(crate) fn loaders(
+    spec: &RunSpec<'_>,
+    train: AnySource,
+    val: Option<AnySource>,
+) -> Result<Loaders> {
     use supmae_data::{ImageSource, LoaderConfig};
     if train.classes().len() > spec.model.num_classes {
         return Err(TrainError::InvalidConfig {
@@ -337,7 +364,8 @@ pub(crate) fn start_run<R: Serialize>(
             ),
         });
     }
-    let (train_t, eval_t) = classifier_transforms(spec.data, spec.model, spec.train_transform)?;
+    let (train_t, eval_t) =
+        classifier_transforms(spec.data, spec.model, spec.train_transform.clone())?;
     let loader_cfg = LoaderConfig {
         drop_last: true,
         seed: spec.seed,
@@ -358,16 +386,18 @@ pub(crate) fn start_run<R: Serialize>(
         )?),
         _ => None,
     };
-    let run = target.open()?;
-    let json = serde_json::to_vec_pretty(recipe).unwrap_or_default();
-    run.write_atomic(crate::run_dir::CONFIG_FILE, &json)?;
-    run.write_atomic(crate::run_dir::LOG_FILE, b"")?;
-    Ok(Run {
-        train,
-        val,
-        classes,
-        run,
-    })
+    Ok((train, val, classes))
+}
+
+/// Rewrites a run's `log.jsonl` to exactly `history` (after a resume: epochs logged after
+/// the checkpoint are redone).
+pub(crate) fn rewrite_log(run: &crate::run_dir::RunDir, history: &[ClassifierLog]) -> Result<()> {
+    let mut text = String::new();
+    for log in history {
+        text.push_str(&serde_json::to_string(log).unwrap_or_default());
+        text.push('\n');
+    }
+    run.write_atomic(crate::run_dir::LOG_FILE, text.as_bytes())
 }
 
 /// Train and evaluation transforms of a classifier on `data`. Fashion-MNIST is resized to

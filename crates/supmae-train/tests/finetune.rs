@@ -283,3 +283,113 @@ fn vit_b_groups_follow_param_groups_lrd() {
     );
     let _ = model.num_params();
 }
+
+/// Compares two state dicts bit for bit.
+fn assert_same_parameters(
+    a: &[(String, Vec<usize>, Vec<f32>)],
+    b: &[(String, Vec<usize>, Vec<f32>)],
+) {
+    assert_eq!(a.len(), b.len());
+    for ((ka, _, va), (kb, _, vb)) in a.iter().zip(b) {
+        assert_eq!(ka, kb);
+        assert_eq!(va, vb, "{ka} differs after resume");
+    }
+}
+
+fn history_numbers(h: &[supmae_train::ClassifierLog]) -> Vec<(usize, f64, f64, Option<f64>)> {
+    h.iter()
+        .map(|l| (l.epoch, l.lr, l.train_loss, l.test_acc1))
+        .collect()
+}
+
+#[test]
+fn an_interrupted_and_resumed_finetuning_run_reaches_the_same_parameters() {
+    let (run, train, val, spec) = pretrained("ft-resume");
+    // Drop path and Mixup/CutMix on: every source of randomness is part of the state.
+    let model = tiny_mae().classifier(10, true).with_drop_path_rate(0.2);
+    let mut cfg = FinetuneConfig::recipe(model, Init::Pretrained { path: run }, spec);
+    cfg.epochs = 3;
+    cfg.warmup_epochs = 1.0;
+    cfg.batch_size = 8;
+    cfg.accum_iter = 2;
+    cfg.data_threads = 1;
+    cfg.rand_augment = None;
+    let device = Default::default();
+
+    let out_a = scratch("ft-resume-a");
+    let mut a = Finetuner::<B>::new(
+        cfg.clone(),
+        train.clone(),
+        Some(val.clone()),
+        &out_a,
+        device,
+    )
+    .unwrap();
+    a.run().unwrap();
+
+    let out_b = scratch("ft-resume-b");
+    let mut b = Finetuner::<B>::new(cfg, train.clone(), Some(val.clone()), &out_b, device).unwrap();
+    b.run_epoch().unwrap();
+    drop(b); // the process "dies" after epoch 1
+    let mut b = Finetuner::<B>::resume_on(&out_b, train, Some(val), device).unwrap();
+    assert_eq!(b.history().len(), 1);
+    b.run().unwrap();
+
+    assert_same_parameters(
+        &export_state_dict(&a.model().valid()),
+        &export_state_dict(&b.model().valid()),
+    );
+    assert_eq!(history_numbers(a.history()), history_numbers(b.history()));
+    let log = std::fs::read_to_string(out_b.join(LOG_FILE)).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        3,
+        "one line per epoch, none duplicated"
+    );
+
+    // A linear-probing resume of a fine-tuning run is refused.
+    drop(b);
+    let err = LinearProber::<B>::resume(&out_b, device).err().unwrap();
+    assert!(err.to_string().contains("fine-tuning run"), "{err}");
+}
+
+#[test]
+fn an_interrupted_and_resumed_linear_probe_reaches_the_same_parameters() {
+    let (run, train, val, spec) = pretrained("lp-resume");
+    let model = tiny_mae().classifier(10, false);
+    let mut cfg = LinprobeConfig::recipe(model, Init::Pretrained { path: run }, spec);
+    cfg.epochs = 3;
+    cfg.warmup_epochs = 1.0;
+    cfg.batch_size = 8;
+    cfg.accum_iter = 2;
+    cfg.lr = Some(0.5);
+    cfg.data_threads = 1;
+    let device = Default::default();
+
+    let out_a = scratch("lp-resume-a");
+    let mut a = LinearProber::<B>::new(
+        cfg.clone(),
+        train.clone(),
+        Some(val.clone()),
+        &out_a,
+        device,
+    )
+    .unwrap();
+    a.run().unwrap();
+
+    let out_b = scratch("lp-resume-b");
+    let mut b =
+        LinearProber::<B>::new(cfg, train.clone(), Some(val.clone()), &out_b, device).unwrap();
+    b.run_epoch().unwrap();
+    b.run_epoch().unwrap();
+    drop(b);
+    let mut b = LinearProber::<B>::resume_on(&out_b, train, Some(val), device).unwrap();
+    assert_eq!(b.history().len(), 2);
+    b.run().unwrap();
+
+    assert_same_parameters(
+        &export_state_dict(&a.model().valid()),
+        &export_state_dict(&b.model().valid()),
+    );
+    assert_eq!(history_numbers(a.history()), history_numbers(b.history()));
+}

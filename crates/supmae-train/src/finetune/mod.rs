@@ -337,28 +337,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
         )?;
         let (model, load_report) =
             init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
-        let lrd = param_groups_lrd(
-            &model,
-            config.weight_decay,
-            config.layer_decay,
-            config.model.depth,
-        );
-        let mut groups = Vec::new();
-        let mut group_of = HashMap::new();
-        for (g, group) in lrd.iter().enumerate() {
-            groups.push(Group {
-                scale: group.lr_scale,
-                opt: AdamWConfig::new()
-                    .with_beta_1(config.betas.0 as f32)
-                    .with_beta_2(config.betas.1 as f32)
-                    .with_epsilon(config.eps as f32)
-                    .with_weight_decay(group.weight_decay as f32)
-                    .init::<B, VitClassifier<B>>(),
-            });
-            for (_, id) in &group.params {
-                group_of.insert(*id, g);
-            }
-        }
+        let (groups, group_of) = optimizer_groups(&model, &config);
         Ok(Self {
             config,
             model: Some(model),
@@ -374,6 +353,90 @@ impl<B: AutodiffBackend> Finetuner<B> {
             load_report,
             progress: ProgressMode::Quiet,
         })
+    }
+
+    /// Continues the fine-tuning run saved in `out_dir` (its `checkpoint.ckpt`), with the
+    /// data of its recipe, to the parameters an uninterrupted run reaches.
+    pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref())?;
+        let (train, val) = crate::pretrain::load_data(&config.data)?;
+        Self::resume_with(run, parts, meta, config, train, val, device)
+    }
+
+    /// [`resume`](Self::resume) on explicit datasets (the same the run started with).
+    pub fn resume_on(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref())?;
+        Self::resume_with(run, parts, meta, config, train, val, device)
+    }
+
+    fn resume_with(
+        run: crate::run_dir::RunDir,
+        parts: CheckpointParts,
+        meta: ClassifierMeta,
+        config: FinetuneConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let path = run.file(CHECKPOINT_FILE);
+        let bad = |what: &str, e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("{what}: {e}"),
+        };
+        let spec = RunSpec {
+            model: &config.model,
+            data: &config.data,
+            batch_size: config.batch_size,
+            seed: config.seed,
+            threads: config.data_threads,
+            eval: config.eval,
+            train_transform: config.train_transform(),
+        };
+        let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
+        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
+            .map_err(|e| bad("model record", e.to_string()))?;
+        let model = config.model.init::<B>(&device)?.load_record(record);
+        let (mut groups, group_of) = optimizer_groups(&model, &config);
+        let records = crate::checkpoint::unpack(&parts.optim_decay)
+            .filter(|r| r.len() == groups.len())
+            .ok_or_else(|| {
+                bad(
+                    "cannot resume",
+                    format!(
+                        "it holds no optimizer state for the run's {} groups (written by an \
+                         older supmae, or not a fine-tuning checkpoint)",
+                        groups.len()
+                    ),
+                )
+            })?;
+        for (group, bytes) in groups.iter_mut().zip(records) {
+            let record = Recorder::<B>::load(&Rec::new(), bytes, &device)
+                .map_err(|e| bad("optimizer record", e.to_string()))?;
+            group.opt = group.opt.clone().load_record(record);
+        }
+        let trainer = Self {
+            config,
+            model: Some(model),
+            groups,
+            group_of,
+            train,
+            val,
+            classes,
+            run,
+            device,
+            history: meta.history,
+            best_acc1: meta.best_acc1,
+            load_report: None,
+            progress: ProgressMode::Quiet,
+        };
+        // Epochs logged after the checkpoint are redone: the log matches the checkpoint.
+        crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        Ok(trainer)
     }
 
     /// Shows progress on stderr.
@@ -473,7 +536,12 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 .model
                 .take()
                 .unwrap_or_else(|| unreachable!("model present"));
-            let logits = match model.forward(x) {
+            // Stochastic depth draws from a stream of the run's seed and this step, so a
+            // resumed run draws the same masks.
+            let step_seed =
+                SampleRng::for_sample(self.config.seed ^ 0x6472_6f70, epoch as u64, it as u64)
+                    .next_u64();
+            let logits = match supmae_model::seeding::with_stream(step_seed, || model.forward(x)) {
                 Ok(l) => l,
                 Err(e) => {
                     self.model = Some(model);
@@ -604,12 +672,76 @@ impl<B: AutodiffBackend> Finetuner<B> {
             meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
             model: Recorder::<B>::record(&Rec::new(), self.model().clone().into_record(), ())
                 .map_err(|e| bad(e.to_string()))?,
-            optim_decay: Vec::new(),
+            optim_decay: crate::checkpoint::pack(
+                &self
+                    .groups
+                    .iter()
+                    .map(|g| Recorder::<B>::record(&Rec::new(), g.opt.to_record(), ()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
             optim_no_decay: Vec::new(),
         };
         write_atomic(&path, &parts.encode())?;
         Ok(path)
     }
+}
+
+/// The optimizer groups of `param_groups_lrd` and the group of every parameter.
+fn optimizer_groups<B: AutodiffBackend>(
+    model: &VitClassifier<B>,
+    config: &FinetuneConfig,
+) -> (Vec<Group<B>>, HashMap<ParamId, usize>) {
+    let lrd = param_groups_lrd(
+        model,
+        config.weight_decay,
+        config.layer_decay,
+        config.model.depth,
+    );
+    let mut groups = Vec::new();
+    let mut group_of = HashMap::new();
+    for (g, group) in lrd.iter().enumerate() {
+        groups.push(Group {
+            scale: group.lr_scale,
+            opt: AdamWConfig::new()
+                .with_beta_1(config.betas.0 as f32)
+                .with_beta_2(config.betas.1 as f32)
+                .with_epsilon(config.eps as f32)
+                .with_weight_decay(group.weight_decay as f32)
+                .init::<B, VitClassifier<B>>(),
+        });
+        for (_, id) in &group.params {
+            group_of.insert(*id, g);
+        }
+    }
+    (groups, group_of)
+}
+
+/// Locks the run folder and reads its fine-tuning checkpoint and recipe.
+fn open_for_resume(
+    out_dir: &Path,
+) -> Result<(
+    crate::run_dir::RunDir,
+    CheckpointParts,
+    ClassifierMeta,
+    FinetuneConfig,
+)> {
+    let run = crate::run_dir::RunDir::resume(out_dir)?;
+    let path = run.file(CHECKPOINT_FILE);
+    let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
+    if meta.kind != ClassifierKind::Finetune {
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: "a linear-probing run: resume it with the linear prober".into(),
+        });
+    }
+    let config: FinetuneConfig =
+        serde_json::from_value(meta.recipe.clone()).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("bad recipe: {e}"),
+        })?;
+    config.validate()?;
+    Ok((run, parts, meta, config))
 }
 
 /// Moves each gradient into its parameter's group.
