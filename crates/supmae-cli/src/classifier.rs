@@ -15,6 +15,7 @@ use supmae::train::{
 use supmae::{BackendJob, run_on};
 
 use crate::common::{BackendArg, CliError, Result, cli, err, finite, say, vit_model};
+use crate::parallel::{Parallel, PeerOf};
 
 const FINETUNE_ABOUT: &str = "\
 Fine-tune a ViT classifier (main_finetune.py).
@@ -97,6 +98,8 @@ pub struct Common {
     pub overwrite: bool,
     #[command(flatten)]
     pub backend: BackendArg,
+    #[command(flatten)]
+    pub parallel: Parallel,
 }
 
 /// `supmae finetune` options.
@@ -225,6 +228,7 @@ pub fn finetune_config(a: &FinetuneArgs, classes: usize) -> Result<FinetuneConfi
     set(&mut f.reprob, a.reprob);
     set(&mut f.seed, c.seed);
     set(&mut f.data_threads, c.threads);
+    f.peers = c.parallel.check()?.peers();
     if c.no_eval {
         f.eval = false;
     }
@@ -263,6 +267,7 @@ pub fn linprobe_config(a: &LinprobeArgs, classes: usize) -> Result<LinprobeConfi
     set(&mut p.lars.weight_decay, c.weight_decay);
     set(&mut p.seed, c.seed);
     set(&mut p.data_threads, c.threads);
+    p.peers = c.parallel.check()?.peers();
     if c.no_eval {
         p.eval = false;
     }
@@ -313,14 +318,17 @@ fn run(c: &Common, default_out: &str, recipe: impl FnOnce(usize) -> Result<Recip
         out_dir.display()
     );
     let job = Job {
-        recipe,
-        train,
-        val,
-        target: NewRun::new(&out_dir).overwrite(if c.overwrite {
-            Overwrite::Yes
-        } else {
-            Overwrite::No
-        }),
+        start: Start::New {
+            recipe,
+            train,
+            val,
+            target: NewRun::new(&out_dir).overwrite(if c.overwrite {
+                Overwrite::Yes
+            } else {
+                Overwrite::No
+            }),
+        },
+        parallel: c.parallel.check()?,
     };
     let start = std::time::Instant::now();
     let history = cli(run_on(kind, job))??;
@@ -343,13 +351,14 @@ fn resume(c: &Common, default_out: &str, linprobe: bool) -> Result<()> {
     let kind = c.backend.resolve()?;
     eprintln!("backend: {kind}; resuming {}", out_dir.display());
     let start = std::time::Instant::now();
-    let history = cli(run_on(
-        kind,
-        Resume {
+    let job = Job {
+        start: Start::Resume {
             out_dir: out_dir.clone(),
             linprobe,
         },
-    ))??;
+        parallel: c.parallel.check()?,
+    };
+    let history = cli(run_on(kind, job))??;
     report(&history, start, &out_dir);
     Ok(())
 }
@@ -374,13 +383,6 @@ fn report(history: &[ClassifierLog], start: std::time::Instant, out_dir: &std::p
         );
     }
     say!("run folder: {}", out_dir.display());
-}
-
-struct Job {
-    recipe: Recipe,
-    train: AnySource,
-    val: Option<AnySource>,
-    target: NewRun,
 }
 
 fn print_epoch(log: &ClassifierLog, total: usize) {
@@ -412,75 +414,186 @@ fn print_load_report(report: Option<&LoadReport>) {
     }
 }
 
-struct Resume {
-    out_dir: PathBuf,
-    linprobe: bool,
+/// How a run starts: afresh, or from the checkpoint in its folder. (Built once per run, so
+/// the size of the larger variant does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Start {
+    New {
+        recipe: Recipe,
+        train: AnySource,
+        val: Option<AnySource>,
+        target: NewRun,
+    },
+    Resume {
+        out_dir: PathBuf,
+        linprobe: bool,
+    },
 }
 
-impl BackendJob for Resume {
-    type Output = Result<Vec<ClassifierLog>, CliError>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let progress = ProgressMode::auto();
-        Ok(if self.linprobe {
-            let mut t =
-                cli(LinearProber::<B>::resume(&self.out_dir, device))?.with_progress(progress);
-            let total = t.config().epochs;
-            eprintln!("resuming after epoch {} of {total}", t.history().len());
-            while t.history().len() < total {
-                print_epoch(&cli(t.run_epoch())?, total);
-            }
-            t.history().to_vec()
-        } else {
-            let mut t = cli(Finetuner::<B>::resume(&self.out_dir, device))?.with_progress(progress);
-            let total = t.config().epochs;
-            eprintln!("resuming after epoch {} of {total}", t.history().len());
-            while t.history().len() < total {
-                print_epoch(&cli(t.run_epoch())?, total);
-            }
-            t.history().to_vec()
-        })
-    }
+struct Job {
+    start: Start,
+    parallel: Parallel,
 }
 
 impl BackendJob for Job {
     type Output = Result<Vec<ClassifierLog>, CliError>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let progress = ProgressMode::auto();
-        Ok(match self.recipe {
-            Recipe::Finetune(config) => {
-                let total = config.epochs;
-                let mut t = cli(Finetuner::<B>::new(
-                    config,
-                    self.train,
-                    self.val,
-                    self.target,
-                    device,
-                ))?
-                .with_progress(progress);
-                print_load_report(t.load_report());
-                while t.history().len() < total {
-                    print_epoch(&cli(t.run_epoch())?, total);
-                }
-                t.history().to_vec()
-            }
-            Recipe::Linprobe(config) => {
-                let total = config.epochs;
-                let mut t = cli(LinearProber::<B>::new(
-                    config,
-                    self.train,
-                    self.val,
-                    self.target,
-                    device,
-                ))?
-                .with_progress(progress);
-                print_load_report(t.load_report());
-                while t.history().len() < total {
-                    print_epoch(&cli(t.run_epoch())?, total);
-                }
-                t.history().to_vec()
-            }
-        })
+        let parallel = self.parallel.clone();
+        let logs =
+            parallel.run_peers::<B, _, _>(device, ProgressMode::auto(), |on, peer, progress| {
+                self.train_peer::<B>(on, peer, progress)
+            })?;
+        logs.into_iter()
+            .next()
+            .ok_or_else(|| CliError("no device trained".into()))
     }
+}
+
+impl Job {
+    /// Trains as one peer (or alone); rank 0 reports.
+    fn train_peer<B: AutodiffBackend>(
+        &self,
+        device: B::Device,
+        peer: PeerOf<B>,
+        progress: ProgressMode,
+    ) -> Result<Vec<ClassifierLog>> {
+        #[cfg(feature = "distributed")]
+        let talk = peer.as_ref().is_none_or(|p| p.rank() == 0);
+        #[cfg(not(feature = "distributed"))]
+        let talk = true;
+        match &self.start {
+            Start::New {
+                recipe: Recipe::Finetune(config),
+                train,
+                val,
+                target,
+            } => {
+                let (c, t, v, o) = (config.clone(), train.clone(), val.clone(), target.clone());
+                let learner = match peer {
+                    #[cfg(feature = "distributed")]
+                    Some(peer) => Finetuner::<B>::new_on_peer(c, t, v, o, device, peer),
+                    _ => Finetuner::<B>::new(c, t, v, o, device),
+                };
+                let learner = cli(learner)?.with_progress(progress);
+                if talk {
+                    print_load_report(learner.load_report());
+                }
+                drive(learner, talk)
+            }
+            Start::New {
+                recipe: Recipe::Linprobe(config),
+                train,
+                val,
+                target,
+            } => {
+                let (c, t, v, o) = (config.clone(), train.clone(), val.clone(), target.clone());
+                let learner = match peer {
+                    #[cfg(feature = "distributed")]
+                    Some(peer) => LinearProber::<B>::new_on_peer(c, t, v, o, device, peer),
+                    _ => LinearProber::<B>::new(c, t, v, o, device),
+                };
+                let learner = cli(learner)?.with_progress(progress);
+                if talk {
+                    print_load_report(learner.load_report());
+                }
+                drive(learner, talk)
+            }
+            Start::Resume {
+                out_dir,
+                linprobe: true,
+            } => {
+                let learner = match peer {
+                    #[cfg(feature = "distributed")]
+                    Some(peer) => {
+                        let (train, val) = resume_data(out_dir)?;
+                        LinearProber::<B>::resume_on_peer(out_dir, train, val, device, peer)
+                    }
+                    _ => LinearProber::<B>::resume(out_dir, device),
+                };
+                drive(cli(learner)?.with_progress(progress), talk)
+            }
+            Start::Resume {
+                out_dir,
+                linprobe: false,
+            } => {
+                let learner = match peer {
+                    #[cfg(feature = "distributed")]
+                    Some(peer) => {
+                        let (train, val) = resume_data(out_dir)?;
+                        Finetuner::<B>::resume_on_peer(out_dir, train, val, device, peer)
+                    }
+                    _ => Finetuner::<B>::resume(out_dir, device),
+                };
+                drive(cli(learner)?.with_progress(progress), talk)
+            }
+        }
+    }
+}
+
+/// The data of the run saved in `out_dir` (for peers that resume on explicit datasets).
+#[cfg(feature = "distributed")]
+fn resume_data(out_dir: &std::path::Path) -> Result<(AnySource, Option<AnySource>)> {
+    use supmae::train::open::{Checkpoint, open};
+    let (_, what) = cli(open(out_dir))?;
+    let Checkpoint::Classifier(meta) = what else {
+        return err(format!(
+            "{}: not a fine-tuning or linear-probing run",
+            out_dir.display()
+        ));
+    };
+    cli(load_data(&meta.data))
+}
+
+/// What the epoch loop needs of a learner.
+trait Learner {
+    fn done(&self) -> usize;
+    fn total(&self) -> usize;
+    fn epoch(&mut self) -> supmae::train::Result<ClassifierLog>;
+    fn logs(&self) -> Vec<ClassifierLog>;
+}
+
+impl<B: AutodiffBackend> Learner for Finetuner<B> {
+    fn done(&self) -> usize {
+        self.history().len()
+    }
+    fn total(&self) -> usize {
+        self.config().epochs
+    }
+    fn epoch(&mut self) -> supmae::train::Result<ClassifierLog> {
+        self.run_epoch()
+    }
+    fn logs(&self) -> Vec<ClassifierLog> {
+        self.history().to_vec()
+    }
+}
+
+impl<B: AutodiffBackend> Learner for LinearProber<B> {
+    fn done(&self) -> usize {
+        self.history().len()
+    }
+    fn total(&self) -> usize {
+        self.config().epochs
+    }
+    fn epoch(&mut self) -> supmae::train::Result<ClassifierLog> {
+        self.run_epoch()
+    }
+    fn logs(&self) -> Vec<ClassifierLog> {
+        self.history().to_vec()
+    }
+}
+
+/// Runs the remaining epochs, printing each (rank 0).
+fn drive(mut learner: impl Learner, talk: bool) -> Result<Vec<ClassifierLog>> {
+    let total = learner.total();
+    if talk && learner.done() > 0 {
+        eprintln!("resuming after epoch {} of {total}", learner.done());
+    }
+    while learner.done() < total {
+        let log = cli(learner.epoch())?;
+        if talk {
+            print_epoch(&log, total);
+        }
+    }
+    Ok(learner.logs())
 }

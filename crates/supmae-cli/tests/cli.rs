@@ -852,5 +852,43 @@ fn finetune_and_linprobe_resume_from_their_folders() {
             text(&resumed.stderr)
         );
         assert_eq!(std::fs::read_to_string(out.join("log.jsonl")).unwrap(), log);
+
+        // Data-parallel on two devices of this machine: one log, the recipe says 2 peers,
+        // and a one-device resume is refused by name.
+        if cfg!(feature = "distributed") {
+            let out2 = dir.join(format!("{cmd}-dp"));
+            let o2 = out2.to_str().unwrap();
+            let mut dp = vec![
+                cmd,
+                "--checkpoint",
+                pre.to_str().unwrap(),
+                "--data",
+                &data,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--devices",
+                "2",
+                "--out",
+                o2,
+            ];
+            dp.extend(extra);
+            let run = supmae(&dp);
+            assert!(
+                run.status.success(),
+                "{cmd} --devices 2: {}",
+                text(&run.stderr)
+            );
+            let log = std::fs::read_to_string(out2.join("log.jsonl")).unwrap();
+            assert_eq!(log.lines().count(), 1, "{log}");
+            let config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out2.join("config.json")).unwrap()).unwrap();
+            assert_eq!(config["peers"], 2);
+            assert_one_line_error(
+                &supmae(&[cmd, "--resume", "--out", o2]),
+                "2 data-parallel peer(s) but 1",
+            );
+        }
     }
 }

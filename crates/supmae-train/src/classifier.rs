@@ -296,6 +296,8 @@ pub(crate) struct RunSpec<'a> {
     pub threads: usize,
     pub eval: bool,
     pub train_transform: Transform,
+    /// This peer's share of every batch, in a data-parallel run.
+    pub shard: Option<supmae_data::Shard>,
 }
 
 /// What [`start_run`] sets up: the loaders, the class names and the run folder.
@@ -354,11 +356,12 @@ pub(crate) fn loaders(
             ),
         });
     }
-    if train.len() < spec.batch_size {
+    let peers = spec.shard.map_or(1, |s| s.peers);
+    if train.len() < spec.batch_size * peers {
         return Err(TrainError::InvalidConfig {
             field: "batch_size",
             reason: format!(
-                "({}) is larger than the training set ({} images)",
+                "({} x {peers} peer(s)) is larger than the training set ({} images)",
                 spec.batch_size,
                 train.len()
             ),
@@ -373,9 +376,18 @@ pub(crate) fn loaders(
         ..LoaderConfig::new(spec.batch_size)
     };
     let classes = train.classes().to_vec();
-    let train = DataLoader::new(std::sync::Arc::new(train), train_t, loader_cfg.clone())?;
+    let train = DataLoader::new(
+        std::sync::Arc::new(train),
+        train_t,
+        LoaderConfig {
+            shard: spec.shard,
+            ..loader_cfg.clone()
+        },
+    )?;
+    // Rank 0 evaluates; the other peers go on to the next epoch.
+    let main = spec.shard.is_none_or(|s| s.rank == 0);
     let val = match val {
-        Some(v) if spec.eval => Some(DataLoader::new(
+        Some(v) if spec.eval && main => Some(DataLoader::new(
             std::sync::Arc::new(v),
             eval_t,
             LoaderConfig {

@@ -29,6 +29,7 @@ pub mod error;
 pub mod finetune;
 pub mod linprobe;
 pub mod open;
+pub mod peers;
 pub mod pretrain;
 pub mod progress;
 pub mod run_dir;

@@ -21,7 +21,9 @@ use crate::classifier::{
 };
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError};
+use crate::finetune::check_peer_count;
 use crate::finetune::{Init, append_jsonl, init_classifier, one_hot_targets};
+use crate::peers::{PeerArg, Peers};
 use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE};
 use crate::progress::{Progress, ProgressMode};
 use crate::schedule::{LrSchedule, scaled_lr};
@@ -55,31 +57,55 @@ impl<B: Backend> ProbeNorm<B> {
     /// - x: `[N, D]` (N ≥ 2 when training)
     /// - output: `[N, D]`
     pub fn forward(&self, x: Tensor<B, 2>, training: bool) -> Tensor<B, 2> {
+        match self.forward_with(x, training, 1, Ok) {
+            Ok(y) => y,
+            Err(_) => unreachable!("the identity reduction cannot fail"),
+        }
+    }
+
+    /// [`forward`](Self::forward) with each batch statistic averaged over the `peers` of a
+    /// data-parallel run by `mean` (every peer has an equal batch): the statistics of the
+    /// global batch, so the peers' steps equal one process's on the combined batch
+    /// (synchronised BatchNorm). The probe's encoder is frozen, so the statistics need no
+    /// gradient through the other peers.
+    ///
+    /// # Shapes
+    /// - x: `[N, D]` on each peer
+    /// - output: `[N, D]`
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 2>,
+        training: bool,
+        peers: usize,
+        mean: impl Fn(Tensor<B, 1>) -> Result<Tensor<B, 1>>,
+    ) -> Result<Tensor<B, 2>> {
         let [n, c] = x.dims();
-        let (mean, var) = if training {
-            let mean = x.clone().mean_dim(0);
-            let var = (x.clone() - mean.clone()).powi_scalar(2).mean_dim(0);
+        let (mu, var) = if training {
+            let mu = mean(x.clone().mean_dim(0).reshape([c]))?.reshape([1, c]);
+            let var = (x.clone() - mu.clone()).powi_scalar(2).mean_dim(0);
+            let var = mean(var.reshape([c]))?.reshape([1, c]);
+            let total = (n * peers) as f64;
             let unbiased = var
                 .clone()
                 .detach()
-                .mul_scalar(n as f64 / (n as f64 - 1.0).max(1.0));
+                .mul_scalar(total / (total - 1.0).max(1.0));
             let m = 0.1;
             self.running_mean.update(
                 self.running_mean.value_sync().mul_scalar(1.0 - m)
-                    + mean.clone().detach().reshape([c]).mul_scalar(m),
+                    + mu.clone().detach().reshape([c]).mul_scalar(m),
             );
             self.running_var.update(
                 self.running_var.value_sync().mul_scalar(1.0 - m)
                     + unbiased.reshape([c]).mul_scalar(m),
             );
-            (mean, var)
+            (mu, var)
         } else {
             (
                 self.running_mean.value_sync().reshape([1, c]),
                 self.running_var.value_sync().reshape([1, c]),
             )
         };
-        (x - mean) / var.add_scalar(PROBE_BN_EPS).sqrt()
+        Ok((x - mu) / var.add_scalar(PROBE_BN_EPS).sqrt())
     }
 }
 
@@ -199,6 +225,14 @@ pub struct LinprobeConfig {
     pub data_threads: usize,
     /// Evaluate after every epoch.
     pub eval: bool,
+    /// Data-parallel peers of the run (1: none); the lr scales with
+    /// `batch_size · accum_iter · peers`.
+    #[serde(default = "one")]
+    pub peers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl LinprobeConfig {
@@ -227,6 +261,7 @@ impl LinprobeConfig {
             seed: 0,
             data_threads: 0,
             eval: true,
+            peers: 1,
         }
     }
 
@@ -247,7 +282,7 @@ impl LinprobeConfig {
     /// The peak learning rate.
     pub fn peak_lr(&self) -> f64 {
         self.lr
-            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size * self.accum_iter))
+            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size * self.accum_iter * self.peers))
     }
 
     /// Checks the recipe.
@@ -305,10 +340,12 @@ pub struct LinearProber<B: AutodiffBackend> {
     best_acc1: Option<f64>,
     load_report: Option<LoadReport>,
     progress: ProgressMode,
+    peers: Peers<B>,
 }
 
 impl<B: AutodiffBackend> LinearProber<B> {
-    /// Starts a run on explicit datasets.
+    /// Starts a run on explicit datasets. The run folder is locked for the prober's
+    /// lifetime and refused if it holds a previous run (see [`crate::run_dir::NewRun`]).
     pub fn new(
         config: LinprobeConfig,
         train: AnySource,
@@ -316,23 +353,47 @@ impl<B: AutodiffBackend> LinearProber<B> {
         out_dir: impl Into<crate::run_dir::NewRun>,
         device: B::Device,
     ) -> Result<Self> {
+        Self::start(config, train, val, out_dir.into(), device, None)
+    }
+
+    /// Starts a run as one peer of a data-parallel run: `config.peers` must equal the run's
+    /// peers; every peer calls this with the same config and data; rank 0 writes the run
+    /// folder. The BatchNorm statistics are the global batch's (synchronised).
+    #[cfg(feature = "distributed")]
+    pub fn new_on_peer(
+        config: LinprobeConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: impl Into<crate::run_dir::NewRun>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        Self::start(config, train, val, out_dir.into(), device, Some(peer))
+    }
+
+    fn start(
+        config: LinprobeConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        target: crate::run_dir::NewRun,
+        device: B::Device,
+        peer: PeerArg<B>,
+    ) -> Result<Self> {
         config.validate()?;
-        let weak = probe_transform(&config);
-        let run = start_run(
-            RunSpec {
-                model: &config.model,
-                data: &config.data,
-                batch_size: config.batch_size,
-                seed: config.seed,
-                threads: config.data_threads,
-                eval: config.eval,
-                train_transform: weak,
-            },
-            &config,
-            train,
-            val,
-            out_dir.into(),
-        )?;
+        let peers = Peers::new(peer);
+        check_peer_count(config.peers, &peers)?;
+        let spec = run_spec(&config, &peers);
+        let run = if peers.is_main() {
+            start_run(spec, &config, train, val, target)?
+        } else {
+            let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
+            crate::classifier::Run {
+                train,
+                val,
+                classes,
+                run: crate::run_dir::RunDir::unlocked(target.path()),
+            }
+        };
         let (encoder, load_report) =
             init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
         let model = LinearProbe {
@@ -355,16 +416,37 @@ impl<B: AutodiffBackend> LinearProber<B> {
             best_acc1: None,
             load_report,
             progress: ProgressMode::Quiet,
+            peers,
         })
+    }
+
+    /// This peer's rank in a data-parallel run (0 without one).
+    pub fn rank(&self) -> usize {
+        self.peers.rank()
     }
 
     /// Continues the linear-probing run saved in `out_dir` (its `checkpoint.ckpt`: probe,
     /// LARS momentum, schedule position), with the data of its recipe, to the parameters an
     /// uninterrupted run reaches.
     pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
-        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref())?;
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
         let (train, val) = crate::pretrain::load_data(&config.data)?;
-        Self::resume_with(run, parts, meta, config, train, val, device)
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
+    }
+
+    /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run (with the same
+    /// number of peers): every peer reads the checkpoint, rank 0 goes on writing the folder.
+    #[cfg(feature = "distributed")]
+    pub fn resume_on_peer(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let main = peer.rank() == 0;
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), main)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, Some(peer))
     }
 
     /// [`resume`](Self::resume) on explicit datasets (the same the run started with).
@@ -374,10 +456,11 @@ impl<B: AutodiffBackend> LinearProber<B> {
         val: Option<AnySource>,
         device: B::Device,
     ) -> Result<Self> {
-        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref())?;
-        Self::resume_with(run, parts, meta, config, train, val, device)
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn resume_with(
         run: crate::run_dir::RunDir,
         parts: CheckpointParts,
@@ -386,21 +469,16 @@ impl<B: AutodiffBackend> LinearProber<B> {
         train: AnySource,
         val: Option<AnySource>,
         device: B::Device,
+        peer: PeerArg<B>,
     ) -> Result<Self> {
         let path = run.file(CHECKPOINT_FILE);
         let bad = |what: &str, e: String| TrainError::Checkpoint {
             path: path.clone(),
             reason: format!("{what}: {e}"),
         };
-        let spec = RunSpec {
-            model: &config.model,
-            data: &config.data,
-            batch_size: config.batch_size,
-            seed: config.seed,
-            threads: config.data_threads,
-            eval: config.eval,
-            train_transform: probe_transform(&config),
-        };
+        let peers = Peers::new(peer);
+        check_peer_count(config.peers, &peers)?;
+        let spec = run_spec(&config, &peers);
         let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
         let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
             .map_err(|e| bad("model record", e.to_string()))?;
@@ -440,8 +518,12 @@ impl<B: AutodiffBackend> LinearProber<B> {
             best_acc1: meta.best_acc1,
             load_report: None,
             progress: ProgressMode::Quiet,
+            peers,
         };
-        crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        trainer.peers.check_same(&trainer.model)?;
+        if trainer.peers.is_main() {
+            crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        }
         Ok(trainer)
     }
 
@@ -517,8 +599,25 @@ impl<B: AutodiffBackend> LinearProber<B> {
                 TensorData::new(one_hot_targets(&labels, classes, 0.0), [n, classes]),
                 &self.device,
             );
-            let loss = soft_target_cross_entropy(self.model.head(features, true), targets);
-            let value = loss.clone().into_scalar().elem::<f64>();
+            let peers = &self.peers;
+            let normed = self
+                .model
+                .bn
+                .forward_with(features, true, peers.count(), |t| {
+                    if peers.count() == 1 {
+                        return Ok(t);
+                    }
+                    Ok(Tensor::from_inner(peers.mean(t.inner())?))
+                })?;
+            let logits = self.model.encoder.head.forward(normed);
+            let loss = soft_target_cross_entropy(logits, targets);
+            let local = loss.clone().into_scalar().elem::<f64>();
+            let value = self
+                .peers
+                .mean_values(vec![local], &self.device)?
+                .first()
+                .copied()
+                .unwrap_or(f64::NAN);
             if !value.is_finite() {
                 return Err(TrainError::NonFiniteLoss {
                     epoch,
@@ -544,11 +643,12 @@ impl<B: AutodiffBackend> LinearProber<B> {
             if (it + 1) % accum == 0
                 && let Some((gw, gb)) = pending.take()
             {
+                let (gw, gb) = self.mean_head_grads(gw, gb)?;
                 self.lars_step(gw, gb, lr);
             }
             sum_loss += value;
             sum_lr += lr;
-            images += n;
+            images += n * self.peers.count();
             done += 1;
             progress.update(done, images, sum_loss / done as f64);
         }
@@ -568,7 +668,6 @@ impl<B: AutodiffBackend> LinearProber<B> {
             seconds,
             images_seen: self.history.last().map_or(0, |h| h.images_seen) + images as u64,
         };
-        append_jsonl(&self.run.file(LOG_FILE), &log)?;
         self.history.push(log.clone());
         let is_best = log
             .test_acc1
@@ -576,11 +675,32 @@ impl<B: AutodiffBackend> LinearProber<B> {
         if is_best {
             self.best_acc1 = log.test_acc1;
         }
-        self.save(CHECKPOINT_FILE)?;
-        if is_best {
-            self.save(BEST_FILE)?;
+        if self.peers.is_main() {
+            append_jsonl(&self.run.file(LOG_FILE), &log)?;
+            self.save(CHECKPOINT_FILE)?;
+            if is_best {
+                self.save(BEST_FILE)?;
+            }
         }
         Ok(log)
+    }
+
+    /// The head's gradients averaged over the peers (unchanged without any).
+    fn mean_head_grads(
+        &self,
+        gw: Tensor<B::InnerBackend, 2>,
+        gb: Tensor<B::InnerBackend, 1>,
+    ) -> Result<HeadGrads<B>> {
+        if self.peers.count() == 1 {
+            return Ok((gw, gb));
+        }
+        let [d, c] = gw.dims();
+        let flat = Tensor::cat(vec![gw.reshape([d * c]), gb], 0);
+        let mean = self.peers.mean(flat)?;
+        Ok((
+            mean.clone().narrow(0, 0, d * c).reshape([d, c]),
+            mean.narrow(0, d * c, c),
+        ))
     }
 
     fn lars_step(
@@ -705,16 +825,36 @@ fn momentum_from_bytes<B: Backend, const D: usize>(
     )))
 }
 
-/// Locks the run folder and reads its linear-probing checkpoint and recipe.
+/// What a probing run is built from, for this peer.
+fn run_spec<'a, B: AutodiffBackend>(config: &'a LinprobeConfig, peers: &Peers<B>) -> RunSpec<'a> {
+    RunSpec {
+        model: &config.model,
+        data: &config.data,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        threads: config.data_threads,
+        eval: config.eval,
+        train_transform: probe_transform(config),
+        shard: peers.shard(),
+    }
+}
+
+/// Reads the run folder's linear-probing checkpoint and recipe, locking the folder when
+/// this process writes it (`lock`: rank 0).
 fn open_for_resume(
     out_dir: &Path,
+    lock: bool,
 ) -> Result<(
     crate::run_dir::RunDir,
     CheckpointParts,
     ClassifierMeta,
     LinprobeConfig,
 )> {
-    let run = crate::run_dir::RunDir::resume(out_dir)?;
+    let run = if lock {
+        crate::run_dir::RunDir::resume(out_dir)?
+    } else {
+        crate::run_dir::RunDir::unlocked(out_dir)
+    };
     let path = run.file(CHECKPOINT_FILE);
     let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
     if meta.kind != ClassifierKind::Linprobe {

@@ -28,6 +28,7 @@ use crate::classifier::{
 };
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError, io};
+use crate::peers::{PeerArg, Peers};
 use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE, load_pretrained};
 use crate::progress::{Progress, ProgressMode};
 use crate::schedule::{LrSchedule, scaled_lr};
@@ -150,6 +151,14 @@ pub struct FinetuneConfig {
     pub data_threads: usize,
     /// Evaluate on the validation split after every epoch.
     pub eval: bool,
+    /// Data-parallel peers of the run (1: none). Each loads `batch_size` images, so a step
+    /// sees `batch_size · accum_iter · peers` and the lr scales with that.
+    #[serde(default = "one")]
+    pub peers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl FinetuneConfig {
@@ -185,6 +194,7 @@ impl FinetuneConfig {
             seed: 0,
             data_threads: 0,
             eval: true,
+            peers: 1,
         }
     }
 
@@ -216,7 +226,7 @@ impl FinetuneConfig {
     /// The peak learning rate.
     pub fn peak_lr(&self) -> f64 {
         self.lr
-            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size * self.accum_iter))
+            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size * self.accum_iter * self.peers))
     }
 
     /// Checks the recipe.
@@ -308,10 +318,12 @@ pub struct Finetuner<B: AutodiffBackend> {
     best_acc1: Option<f64>,
     load_report: Option<LoadReport>,
     progress: ProgressMode,
+    peers: Peers<B>,
 }
 
 impl<B: AutodiffBackend> Finetuner<B> {
-    /// Starts a run on explicit datasets.
+    /// Starts a run on explicit datasets. The run folder is locked for the fine-tuner's
+    /// lifetime and refused if it holds a previous run (see [`crate::run_dir::NewRun`]).
     pub fn new(
         config: FinetuneConfig,
         train: AnySource,
@@ -319,48 +331,91 @@ impl<B: AutodiffBackend> Finetuner<B> {
         out_dir: impl Into<crate::run_dir::NewRun>,
         device: B::Device,
     ) -> Result<Self> {
+        Self::start(config, train, val, out_dir.into(), device, None)
+    }
+
+    /// Starts a run as one peer of a data-parallel run (see [`crate::distributed`]):
+    /// `config.peers` must equal the run's peers, and every peer calls this with the same
+    /// config and data; rank 0 writes the run folder.
+    #[cfg(feature = "distributed")]
+    pub fn new_on_peer(
+        config: FinetuneConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        out_dir: impl Into<crate::run_dir::NewRun>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        Self::start(config, train, val, out_dir.into(), device, Some(peer))
+    }
+
+    fn start(
+        config: FinetuneConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        target: crate::run_dir::NewRun,
+        device: B::Device,
+        peer: PeerArg<B>,
+    ) -> Result<Self> {
         config.validate()?;
-        let run = start_run(
-            RunSpec {
-                model: &config.model,
-                data: &config.data,
-                batch_size: config.batch_size,
-                seed: config.seed,
-                threads: config.data_threads,
-                eval: config.eval,
-                train_transform: config.train_transform(),
-            },
-            &config,
-            train,
-            val,
-            out_dir.into(),
-        )?;
+        let peers = Peers::new(peer);
+        check_peer_count(config.peers, &peers)?;
+        let spec = run_spec(&config, &peers);
+        let (train, val, classes, run) = if peers.is_main() {
+            let r = start_run(spec, &config, train, val, target)?;
+            (r.train, r.val, r.classes, r.run)
+        } else {
+            let (t, v, c) = crate::classifier::loaders(&spec, train, val)?;
+            (t, v, c, crate::run_dir::RunDir::unlocked(target.path()))
+        };
         let (model, load_report) =
             init_classifier::<B>(&config.model, &config.init, config.seed, &device)?;
+        peers.check_same(&model)?;
         let (groups, group_of) = optimizer_groups(&model, &config);
         Ok(Self {
             config,
             model: Some(model),
             groups,
             group_of,
-            train: run.train,
-            val: run.val,
-            classes: run.classes,
-            run: run.run,
+            train,
+            val,
+            classes,
+            run,
             device,
             history: Vec::new(),
             best_acc1: None,
             load_report,
             progress: ProgressMode::Quiet,
+            peers,
         })
+    }
+
+    /// This peer's rank in a data-parallel run (0 without one).
+    pub fn rank(&self) -> usize {
+        self.peers.rank()
     }
 
     /// Continues the fine-tuning run saved in `out_dir` (its `checkpoint.ckpt`), with the
     /// data of its recipe, to the parameters an uninterrupted run reaches.
     pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
-        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref())?;
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
         let (train, val) = crate::pretrain::load_data(&config.data)?;
-        Self::resume_with(run, parts, meta, config, train, val, device)
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
+    }
+
+    /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run (with the same
+    /// number of peers): every peer reads the checkpoint, rank 0 goes on writing the folder.
+    #[cfg(feature = "distributed")]
+    pub fn resume_on_peer(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let main = peer.rank() == 0;
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), main)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, Some(peer))
     }
 
     /// [`resume`](Self::resume) on explicit datasets (the same the run started with).
@@ -370,10 +425,11 @@ impl<B: AutodiffBackend> Finetuner<B> {
         val: Option<AnySource>,
         device: B::Device,
     ) -> Result<Self> {
-        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref())?;
-        Self::resume_with(run, parts, meta, config, train, val, device)
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn resume_with(
         run: crate::run_dir::RunDir,
         parts: CheckpointParts,
@@ -382,21 +438,16 @@ impl<B: AutodiffBackend> Finetuner<B> {
         train: AnySource,
         val: Option<AnySource>,
         device: B::Device,
+        peer: PeerArg<B>,
     ) -> Result<Self> {
         let path = run.file(CHECKPOINT_FILE);
         let bad = |what: &str, e: String| TrainError::Checkpoint {
             path: path.clone(),
             reason: format!("{what}: {e}"),
         };
-        let spec = RunSpec {
-            model: &config.model,
-            data: &config.data,
-            batch_size: config.batch_size,
-            seed: config.seed,
-            threads: config.data_threads,
-            eval: config.eval,
-            train_transform: config.train_transform(),
-        };
+        let peers = Peers::new(peer);
+        check_peer_count(config.peers, &peers)?;
+        let spec = run_spec(&config, &peers);
         let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
         let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
             .map_err(|e| bad("model record", e.to_string()))?;
@@ -433,9 +484,13 @@ impl<B: AutodiffBackend> Finetuner<B> {
             best_acc1: meta.best_acc1,
             load_report: None,
             progress: ProgressMode::Quiet,
+            peers,
         };
+        trainer.peers.check_same(trainer.model())?;
         // Epochs logged after the checkpoint are redone: the log matches the checkpoint.
-        crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        if trainer.peers.is_main() {
+            crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        }
         Ok(trainer)
     }
 
@@ -519,8 +574,14 @@ impl<B: AutodiffBackend> Finetuner<B> {
             let n = batch.len();
             let lr = schedule.lr_at(epoch, it);
             let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
-            let mut rng =
-                SampleRng::for_sample(self.config.seed ^ 0x6d69_7875, epoch as u64, it as u64);
+            // Each peer mixes its own share with its own numbers (rank 0: the
+            // single-process stream).
+            let salt = (self.peers.rank() as u64) << 48;
+            let mut rng = SampleRng::for_sample(
+                self.config.seed ^ 0x6d69_7875 ^ salt,
+                epoch as u64,
+                it as u64,
+            );
             let (targets, _) = mix_batch(
                 &mut batch.images,
                 &labels,
@@ -538,9 +599,12 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 .unwrap_or_else(|| unreachable!("model present"));
             // Stochastic depth draws from a stream of the run's seed and this step, so a
             // resumed run draws the same masks.
-            let step_seed =
-                SampleRng::for_sample(self.config.seed ^ 0x6472_6f70, epoch as u64, it as u64)
-                    .next_u64();
+            let step_seed = SampleRng::for_sample(
+                self.config.seed ^ 0x6472_6f70 ^ salt,
+                epoch as u64,
+                it as u64,
+            )
+            .next_u64();
             let logits = match supmae_model::seeding::with_stream(step_seed, || model.forward(x)) {
                 Ok(l) => l,
                 Err(e) => {
@@ -549,7 +613,15 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 }
             };
             let loss = soft_target_cross_entropy(logits, targets);
-            let value = loss.clone().into_scalar().elem::<f64>();
+            // The global batch's loss: every peer sees the same value and stops together.
+            let local = loss.clone().into_scalar().elem::<f64>();
+            let value = match self.peers.mean_values(vec![local], &self.device) {
+                Ok(v) => v.first().copied().unwrap_or(f64::NAN),
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e);
+                }
+            };
             if !value.is_finite() {
                 self.model = Some(model);
                 return Err(TrainError::NonFiniteLoss {
@@ -565,21 +637,26 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 loss
             };
             let grads = GradientsParams::from_grads(scaled.backward(), &model);
-            let model = if accum > 1 {
+            let ready = if accum > 1 {
                 accumulator.accumulate(&model, grads);
-                if (it + 1) % accum == 0 {
-                    let grads = accumulator.grads();
-                    self.step(model, grads, lr)
-                } else {
-                    model
-                }
+                ((it + 1) % accum == 0).then(|| accumulator.grads())
             } else {
-                self.step(model, grads, lr)
+                Some(grads)
+            };
+            let model = match ready {
+                Some(grads) => match self.peers.mean_grads(&model, grads) {
+                    Ok(grads) => self.step(model, grads, lr),
+                    Err(e) => {
+                        self.model = Some(model);
+                        return Err(e);
+                    }
+                },
+                None => model,
             };
             self.model = Some(model);
             sum_loss += value;
             sum_lr += lr;
-            images += n;
+            images += n * self.peers.count();
             done += 1;
             progress.update(done, images, sum_loss / done as f64);
         }
@@ -599,7 +676,6 @@ impl<B: AutodiffBackend> Finetuner<B> {
             seconds,
             images_seen: self.history.last().map_or(0, |h| h.images_seen) + images as u64,
         };
-        append_jsonl(&self.run.file(LOG_FILE), &log)?;
         self.history.push(log.clone());
         let is_best = log
             .test_acc1
@@ -607,9 +683,12 @@ impl<B: AutodiffBackend> Finetuner<B> {
         if is_best {
             self.best_acc1 = log.test_acc1;
         }
-        self.save(CHECKPOINT_FILE)?;
-        if is_best || (log.test_acc1.is_none() && self.history.len() == self.config.epochs) {
-            self.save(BEST_FILE)?;
+        if self.peers.is_main() {
+            append_jsonl(&self.run.file(LOG_FILE), &log)?;
+            self.save(CHECKPOINT_FILE)?;
+            if is_best || (log.test_acc1.is_none() && self.history.len() == self.config.epochs) {
+                self.save(BEST_FILE)?;
+            }
         }
         Ok(log)
     }
@@ -717,16 +796,51 @@ fn optimizer_groups<B: AutodiffBackend>(
     (groups, group_of)
 }
 
-/// Locks the run folder and reads its fine-tuning checkpoint and recipe.
+/// What a fine-tuning run is built from, for this peer.
+fn run_spec<'a, B: AutodiffBackend>(config: &'a FinetuneConfig, peers: &Peers<B>) -> RunSpec<'a> {
+    RunSpec {
+        model: &config.model,
+        data: &config.data,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        threads: config.data_threads,
+        eval: config.eval,
+        train_transform: config.train_transform(),
+        shard: peers.shard(),
+    }
+}
+
+/// A run (and its resume) needs the number of peers its recipe was made for.
+pub(crate) fn check_peer_count<B: AutodiffBackend>(want: usize, peers: &Peers<B>) -> Result<()> {
+    if want != peers.count() {
+        return Err(TrainError::InvalidConfig {
+            field: "peers",
+            reason: format!(
+                "the run is set up for {want} data-parallel peer(s) but {} take part; a run \
+                 (and its resume) needs the same number of peers throughout",
+                peers.count()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the run folder's fine-tuning checkpoint and recipe, locking the folder when this
+/// process writes it (`lock`: rank 0).
 fn open_for_resume(
     out_dir: &Path,
+    lock: bool,
 ) -> Result<(
     crate::run_dir::RunDir,
     CheckpointParts,
     ClassifierMeta,
     FinetuneConfig,
 )> {
-    let run = crate::run_dir::RunDir::resume(out_dir)?;
+    let run = if lock {
+        crate::run_dir::RunDir::resume(out_dir)?
+    } else {
+        crate::run_dir::RunDir::unlocked(out_dir)
+    };
     let path = run.file(CHECKPOINT_FILE);
     let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
     if meta.kind != ClassifierKind::Finetune {
