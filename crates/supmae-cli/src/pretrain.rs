@@ -88,6 +88,12 @@ pub struct Args {
     /// Skip the per-epoch validation of the classification branch
     #[arg(long, conflicts_with = "resume")]
     pub no_eval: bool,
+    /// Start from these weights instead of a random initialisation (continued pre-training:
+    /// a fresh schedule, not a resume): a run folder or .ckpt of ours, or an official MAE /
+    /// SupMAE .pth or .safetensors, full or encoder-only; a missing decoder or
+    /// classification branch starts fresh and is named
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// Run folder: config.json, log.jsonl, checkpoint.ckpt
     #[arg(long, value_name = "DIR", default_value = "runs/pretrain")]
     pub out: PathBuf,
@@ -211,6 +217,7 @@ pub fn config(args: &Args) -> Result<(PretrainConfig, String)> {
     if args.no_eval {
         config.eval = false;
     }
+    config.init = args.init.clone();
     config.peers = args.parallel.check()?.peers();
     cli(config.validate())?;
     let model = &config.model;
@@ -357,6 +364,21 @@ impl Job {
         }
         .map_err(|e| CliError(e.to_string()))?
         .with_progress(self.progress);
+        if let (Some(report), Some(path), true) =
+            (trainer.init_report(), trainer.config().init.as_ref(), talk)
+        {
+            let fresh: Vec<&str> = report.missing.iter().map(String::as_str).collect();
+            eprintln!(
+                "continuing from {}: loaded {} tensors; fresh: {}",
+                path.display(),
+                report.applied.len(),
+                if fresh.is_empty() {
+                    "none".to_string()
+                } else {
+                    fresh.join(", ")
+                }
+            );
+        }
         if resumed
             && let Some(epochs) = self.epochs
             && epochs != trainer.config().epochs

@@ -892,3 +892,35 @@ fn finetune_and_linprobe_resume_from_their_folders() {
         }
     }
 }
+
+#[test]
+fn pretrain_init_continues_from_a_checkpoint_with_a_fresh_schedule() {
+    let dir = scratch("init");
+    let pre = dir.join("pre");
+    let first = run_args(&tiny_pretrain_args(&dir, &pre, "1"));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let mut args = tiny_pretrain_args(&dir, &dir.join("continued"), "1");
+    args.extend(["--init".into(), pre.to_str().unwrap().into()]);
+    let out = run_args(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("continuing from") && stderr.contains("fresh: none"),
+        "{stderr}"
+    );
+    let o = dir.join("continued");
+    assert_one_line_error(
+        &supmae(&[
+            "pretrain",
+            "--resume",
+            "--init",
+            "x.pth",
+            "--out",
+            o.to_str().unwrap(),
+        ]),
+        "'--resume' cannot be used with '--init <FILE>'",
+    );
+    let mut missing = tiny_pretrain_args(&dir, &dir.join("missing"), "1");
+    missing.extend(["--init".into(), "/nonexistent/mae.pth".into()]);
+    assert_one_line_error(&run_args(&missing), "/nonexistent/mae.pth");
+}

@@ -93,6 +93,11 @@ pub struct PretrainConfig {
     /// images per micro-batch, so a step sees `batch_size · accum_iter · peers` images.
     #[serde(default = "one")]
     pub peers: usize,
+    /// Weights to start from instead of the random initialisation (continued
+    /// pre-training, see [`crate::pretrain::load_continued`]): a fresh schedule and
+    /// optimizer, not a resume.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 fn one() -> usize {
@@ -122,6 +127,7 @@ impl PretrainConfig {
             data_threads: 0,
             eval: true,
             peers: 1,
+            init: None,
         }
     }
 

@@ -469,3 +469,123 @@ fn a_finished_run_is_never_clobbered_and_can_be_extended() {
     assert_eq!(std::fs::read(out.join(LOG_FILE)).unwrap(), b"");
     assert_eq!(t.config().seed, 99);
 }
+
+#[test]
+fn continued_pretraining_starts_from_released_weights_with_exact_key_checks() {
+    use supmae_model::checkpoint::StateDict;
+    let (dir, train, _val) = data("init");
+    let source_cfg = PretrainConfig {
+        epochs: 1,
+        ..tiny_config(&dir)
+    };
+    // A finished SupMAE run and a finished MAE run to start from.
+    let sup = scratch("init-sup");
+    Pretrainer::<B>::with_sources(
+        source_cfg.clone(),
+        train.clone(),
+        None,
+        &sup,
+        Default::default(),
+    )
+    .unwrap()
+    .run()
+    .unwrap();
+    let mae = scratch("init-mae");
+    let mae_cfg = PretrainConfig {
+        model: source_cfg.model.clone().with_cls_head(None),
+        ..source_cfg.clone()
+    };
+    Pretrainer::<B>::with_sources(mae_cfg, train.clone(), None, &mae, Default::default())
+        .unwrap()
+        .run()
+        .unwrap();
+    let source = export_state_dict(
+        &supmae_train::load_pretrained::<B>(&sup, &Default::default())
+            .unwrap()
+            .0,
+    );
+    let start = |init: &Path, name: &str| {
+        let cfg = PretrainConfig {
+            init: Some(init.to_path_buf()),
+            seed: 11,
+            ..source_cfg.clone()
+        };
+        Pretrainer::<B>::with_sources(cfg, train.clone(), None, scratch(name), Default::default())
+    };
+    let keys_with = |prefixes: &[&str]| -> BTreeSet<String> {
+        source
+            .iter()
+            .map(|(k, _, _)| k.clone())
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p)))
+            .collect()
+    };
+
+    // Ours, same flavour: every tensor applied, the weights are the source's.
+    let t = start(&sup, "init-from-sup").unwrap();
+    assert!(t.init_report().unwrap().missing.is_empty());
+    assert_eq!(export_state_dict(t.model()), source);
+    assert_eq!(t.epochs_done(), 0, "a fresh schedule, not a resume");
+    drop(t);
+
+    // An MAE file starts a SupMAE run with a fresh branch, and says so.
+    let t = start(&mae, "init-from-mae").unwrap();
+    assert_eq!(t.init_report().unwrap().missing, keys_with(&["cls_head."]));
+    drop(t);
+
+    // A branch for another number of classes starts fresh (the rest is loaded).
+    let cfg = PretrainConfig {
+        init: Some(sup.clone()),
+        model: source_cfg.model.clone().with_cls_head(Some(
+            ClsHeadConfig::new().with_num_classes(12).with_hidden(16),
+        )),
+        ..source_cfg.clone()
+    };
+    let t = Pretrainer::<B>::with_sources(
+        cfg,
+        train.clone(),
+        None,
+        scratch("init-12"),
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(t.init_report().unwrap().missing, keys_with(&["cls_head."]));
+    drop(t);
+
+    // An encoder-only official-layout file (as mae_pretrain_vit_base.pth): fresh decoder.
+    let full = || StateDict::from_entries(&sup, source.clone());
+    let mut encoder_only = full();
+    encoder_only.retain(|k| {
+        !(k.starts_with("decoder_") || k == "mask_token" || k.starts_with("cls_head."))
+    });
+    let file = dir.join("encoder_only.safetensors");
+    encoder_only.write_safetensors(&file).unwrap();
+    let t = start(&file, "init-from-encoder").unwrap();
+    assert_eq!(
+        t.init_report().unwrap().missing,
+        keys_with(&["decoder_", "mask_token", "cls_head."])
+    );
+    drop(t);
+
+    // Part of the decoder is not a released layout: refused, by name.
+    let mut partial = full();
+    partial.retain(|k| k != "decoder_pred.weight");
+    let file = dir.join("partial.safetensors");
+    partial.write_safetensors(&file).unwrap();
+    let err = start(&file, "init-from-partial").err().unwrap();
+    assert!(
+        err.to_string().contains("only part of the decoder"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("decoder_pred.weight"), "{err}");
+
+    // A missing encoder tensor is refused too.
+    let mut no_block = full();
+    no_block.retain(|k| k != "blocks.0.attn.qkv.weight");
+    let file = dir.join("no_block.safetensors");
+    no_block.write_safetensors(&file).unwrap();
+    let err = start(&file, "init-from-broken").err().unwrap();
+    assert!(
+        err.to_string().contains("blocks.0.attn.qkv.weight"),
+        "{err}"
+    );
+}

@@ -29,11 +29,13 @@ use crate::schedule::{LrSchedule, ParamGroups};
 
 mod data;
 mod files;
+mod init;
 mod train;
 
 use data::mask_noise;
 pub use data::{load_data, transforms};
 pub use files::{load_pretrained, pretrained_extras, read_pretrain_config, write_pretrained};
+pub use init::load_continued;
 
 type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
 
@@ -84,6 +86,7 @@ pub struct Pretrainer<B: AutodiffBackend> {
     progress: ProgressMode,
     #[cfg(feature = "distributed")]
     peer: Option<crate::distributed::Peer<B::InnerBackend>>,
+    init_report: Option<supmae_model::LoadReport>,
 }
 
 /// This process's peer in a data-parallel run, if any.
@@ -144,7 +147,16 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     ) -> Result<Self> {
         config.validate()?;
         let model = config.model.init_seeded::<B>(config.seed, &device)?;
-        let trainer = Self::assemble(config, model, train, val, Open::New(target), device, peer)?;
+        let (model, init_report) = match &config.init {
+            Some(path) => {
+                let (model, report) = load_continued(model, path, &device)?;
+                (model, Some(report))
+            }
+            None => (model, None),
+        };
+        let mut trainer =
+            Self::assemble(config, model, train, val, Open::New(target), device, peer)?;
+        trainer.init_report = init_report;
         trainer.check_peers_agree()?;
         if !trainer.is_main() {
             return Ok(trainer);
@@ -267,7 +279,13 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             progress: ProgressMode::Quiet,
             #[cfg(feature = "distributed")]
             peer,
+            init_report: None,
         })
+    }
+
+    /// What loading `config.init` applied and left fresh (continued pre-training only).
+    pub fn init_report(&self) -> Option<&supmae_model::LoadReport> {
+        self.init_report.as_ref()
     }
 
     /// This process's rank in a data-parallel run (0 without one).
