@@ -7,7 +7,7 @@
 //! the fill colour outside the image). They are written here from those definitions, not
 //! bit-exact with PIL's fixed-point resampler: warped pixels can differ by a level or two.
 
-use crate::decode::Image8;
+use crate::decode::{Image8, luma};
 use crate::error::{DataError, Result};
 use crate::rng::SampleRng;
 
@@ -372,11 +372,7 @@ fn equalize(img: &Image8) -> Image8 {
 /// PIL's `convert("L")` luma of each pixel.
 fn luma_of(img: &Image8) -> Vec<u8> {
     match img.channels {
-        3 => img
-            .pixels
-            .chunks_exact(3)
-            .map(crate::transform::luma)
-            .collect(),
+        3 => img.pixels.chunks_exact(3).map(luma).collect(),
         _ => img.pixels.clone(),
     }
 }
@@ -490,7 +486,7 @@ fn affine(img: &Image8, m: [f64; 6], fill: [u8; 3]) -> Image8 {
         usize::from(img.channels),
     );
     let fill: Vec<u8> = if c == 1 {
-        vec![crate::transform::luma(&fill)]
+        vec![luma(&fill)]
     } else {
         fill.to_vec()
     };

@@ -123,3 +123,8 @@ fn to_channels(image: DynamicImage, channels: u8) -> Image8 {
         pixels,
     }
 }
+
+/// ITU-R 601-2 luma, as PIL's `convert('L')`: `(299 R + 587 G + 114 B) / 1000`, rounded.
+pub(crate) fn luma(p: &[u8]) -> u8 {
+    ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114 + 500) / 1000) as u8
+}

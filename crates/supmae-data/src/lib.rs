@@ -55,3 +55,10 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 
 /// ImageNet per-channel standard deviation (RGB).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The normalisation of greyscale images under ImageNet statistics: the mean of
+/// [`IMAGENET_MEAN`] and of [`IMAGENET_STD`], as used for 1-channel models here.
+pub const IMAGENET_GREY_MEAN: f32 = 0.449;
+
+/// See [`IMAGENET_GREY_MEAN`].
+pub const IMAGENET_GREY_STD: f32 = 0.226;

@@ -12,7 +12,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::augment::{RandAugment, RandomErasing};
-use crate::decode::Image8;
+use crate::decode::{Image8, luma};
 use crate::error::{DataError, Result};
 use crate::rng::SampleRng;
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
@@ -287,6 +287,16 @@ impl Transform {
         self
     }
 
+    /// One channel, normalised with [`crate::IMAGENET_GREY_MEAN`] /
+    /// [`crate::IMAGENET_GREY_STD`] (greyscale models of RGB-trained recipes).
+    pub fn greyscale(self) -> Self {
+        self.with_normalization(
+            1,
+            vec![crate::IMAGENET_GREY_MEAN],
+            vec![crate::IMAGENET_GREY_STD],
+        )
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: String| Err(DataError::InvalidConfig { field, reason });
@@ -445,11 +455,6 @@ fn hflip(img: &Image8) -> Image8 {
         pixels,
         ..img.clone()
     }
-}
-
-/// ITU-R 601-2 luma, as PIL's `convert('L')`: `(299 R + 587 G + 114 B) / 1000`, rounded.
-pub(crate) fn luma(p: &[u8]) -> u8 {
-    ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114 + 500) / 1000) as u8
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! What fine-tuning, linear probing and evaluation share: the soft-target loss, top-1/top-5
 //! evaluation, the per-epoch log, the classifier checkpoint and its loading.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
@@ -14,7 +14,7 @@ use supmae_model::{ModelError, VitClassifier, VitConfig};
 use crate::checkpoint::CheckpointParts;
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError};
-use crate::linprobe::{LinearProbe, ProbeNorm};
+use crate::probe::{LinearProbe, ProbeNorm};
 
 pub(crate) type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
@@ -252,16 +252,7 @@ pub fn load_classifier<B: Backend>(
     device: &B::Device,
 ) -> Result<(Classifier<B>, ClassifierMeta)> {
     let path = path.as_ref();
-    let file: PathBuf = if path.is_dir() {
-        let best = path.join(BEST_FILE);
-        if best.is_file() {
-            best
-        } else {
-            path.join(crate::pretrain::CHECKPOINT_FILE)
-        }
-    } else {
-        path.to_path_buf()
-    };
+    let file = crate::run_dir::best_in(path);
     let (parts, meta) = read_classifier_checkpoint(&file)?;
     let bad = |e: String| TrainError::Checkpoint {
         path: file.clone(),
@@ -449,8 +440,8 @@ pub fn classifier_transforms(
     } else {
         let (mut train, mut eval) = (Transform { size, ..train }, Transform::eval(size));
         if chans == 1 {
-            train = train.with_normalization(1, vec![0.449], vec![0.226]);
-            eval = eval.with_normalization(1, vec![0.449], vec![0.226]);
+            train = train.greyscale();
+            eval = eval.greyscale();
         }
         (train, eval)
     };

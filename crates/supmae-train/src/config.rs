@@ -94,7 +94,7 @@ pub struct PretrainConfig {
     #[serde(default = "one")]
     pub peers: usize,
     /// Weights to start from instead of the random initialisation (continued
-    /// pre-training, see [`crate::pretrain::load_continued`]): a fresh schedule and
+    /// pre-training, see `pretrain::load_continued`): a fresh schedule and
     /// optimizer, not a resume.
     #[serde(default)]
     pub init: Option<PathBuf>,

@@ -31,6 +31,7 @@ pub mod linprobe;
 pub mod open;
 pub mod peers;
 pub mod pretrain;
+pub mod probe;
 pub mod progress;
 pub mod run_dir;
 pub mod schedule;

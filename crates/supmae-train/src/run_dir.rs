@@ -293,6 +293,17 @@ pub fn checkpoint_in(path: &Path) -> PathBuf {
     }
 }
 
+/// The checkpoint to evaluate or use in a classifier run folder: its [`BEST_FILE`] when
+/// there is one, else its [`CHECKPOINT_FILE`]; a file is itself.
+pub fn best_in(path: &Path) -> PathBuf {
+    let best = path.join(BEST_FILE);
+    if path.is_dir() && best.is_file() {
+        best
+    } else {
+        checkpoint_in(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

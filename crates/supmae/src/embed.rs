@@ -360,22 +360,14 @@ impl<B: Backend> Embedder<B> {
 }
 
 fn native_file(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join(supmae_train::pretrain::CHECKPOINT_FILE)
-    } else {
-        path.to_path_buf()
-    }
+    supmae_train::run_dir::checkpoint_in(path)
 }
 
 /// The evaluation transform of an official checkpoint: ImageNet's (resize, centre crop,
 /// mean/std) at the checkpoint's resolution.
 fn official_eval_transform(info: &CheckpointInfo) -> Transform {
     let t = Transform::eval(info.img_size as u32);
-    if info.in_chans == 1 {
-        t.with_normalization(1, vec![0.449], vec![0.226])
-    } else {
-        t
-    }
+    if info.in_chans == 1 { t.greyscale() } else { t }
 }
 
 /// An official linear-probe state dict (`head.0` BatchNorm, `head.1` Linear) as a probe.

@@ -108,11 +108,7 @@ impl<B: Backend> Reconstructor<B> {
         let config = config.with_norm_pix_loss(norm_pix);
         let (model, _) = config.init::<B>(device)?.load_state_dict(&state)?;
         let t = Transform::eval(info.img_size as u32);
-        let transform = if info.in_chans == 1 {
-            t.with_normalization(1, vec![0.449], vec![0.226])
-        } else {
-            t
-        };
+        let transform = if info.in_chans == 1 { t.greyscale() } else { t };
         Ok(Self {
             model,
             transform,

@@ -67,7 +67,7 @@ pub fn attention_unfused<B: Backend>(qkv: Tensor<B, 3>, heads: usize) -> Tensor<
 
 /// LayerNorm over the last dimension: `(x − mean) / sqrt(var + eps) · γ + β`, with the
 /// biased variance, as `nn.LayerNorm`. `eps` must be the one `norm` was built with (Burn
-/// keeps it private); every LayerNorm of this crate uses [`LN_EPS`](crate::block::LN_EPS).
+/// keeps it private); every LayerNorm of this crate uses `block::LN_EPS`.
 ///
 /// # Shapes
 /// - x: `[..., d]` (any rank `D`)

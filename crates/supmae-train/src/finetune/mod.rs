@@ -55,11 +55,7 @@ pub enum Init {
 
 /// Whether `path` is (or holds) one of our training checkpoints.
 pub fn is_native_checkpoint(path: &Path) -> bool {
-    let file = if path.is_dir() {
-        path.join(CHECKPOINT_FILE)
-    } else {
-        path.to_path_buf()
-    };
+    let file = crate::run_dir::checkpoint_in(path);
     let mut magic = [0u8; 18];
     std::fs::File::open(&file)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))

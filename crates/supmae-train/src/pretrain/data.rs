@@ -64,8 +64,8 @@ pub fn transforms(config: &PretrainConfig) -> (Transform, Transform) {
     } else {
         let (mut train, mut eval) = (Transform::pretrain(size), Transform::eval(size));
         if chans == 1 {
-            train = train.with_normalization(1, vec![0.449], vec![0.226]);
-            eval = eval.with_normalization(1, vec![0.449], vec![0.226]);
+            train = train.greyscale();
+            eval = eval.greyscale();
         }
         (train, eval)
     }

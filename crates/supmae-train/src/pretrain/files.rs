@@ -59,11 +59,7 @@ pub fn load_pretrained<B: Backend>(
     device: &B::Device,
 ) -> Result<(SupMae<B>, PretrainConfig)> {
     let path = path.as_ref();
-    let file = if path.is_dir() {
-        path.join(CHECKPOINT_FILE)
-    } else {
-        path.to_path_buf()
-    };
+    let file = crate::run_dir::checkpoint_in(path);
     let (parts, meta) = read_checkpoint_file(&file)?;
     meta.config.validate()?;
     let model = meta.config.model.init::<B>(device)?;
@@ -83,11 +79,7 @@ pub fn pretrained_extras(
     path: impl AsRef<Path>,
 ) -> Result<std::collections::BTreeMap<String, i64>> {
     let path = path.as_ref();
-    let file = if path.is_dir() {
-        path.join(CHECKPOINT_FILE)
-    } else {
-        path.to_path_buf()
-    };
+    let file = crate::run_dir::checkpoint_in(path);
     let (_, meta) = read_checkpoint_file(&file)?;
     if meta.converted_from.is_some() || meta.config.model.cls_head.is_none() {
         return Ok(meta.extras);

@@ -1,0 +1,179 @@
+//! Resuming a linear-probing run: the probe, the LARS momentum and the schedule position
+//! from its checkpoint.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl<B: AutodiffBackend> LinearProber<B> {
+    /// Continues the linear-probing run saved in `out_dir` (its `checkpoint.ckpt`: probe,
+    /// LARS momentum, schedule position), with the data of its recipe, to the parameters an
+    /// uninterrupted run reaches.
+    pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
+        let (train, val) = crate::pretrain::load_data(&config.data)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
+    }
+
+    /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run (with the same
+    /// number of peers): every peer reads the checkpoint, rank 0 goes on writing the folder.
+    #[cfg(feature = "distributed")]
+    pub fn resume_on_peer(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let main = peer.rank() == 0;
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), main)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, Some(peer))
+    }
+
+    /// [`resume`](Self::resume) on explicit datasets (the same the run started with).
+    pub fn resume_on(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resume_with(
+        run: crate::run_dir::RunDir,
+        parts: CheckpointParts,
+        meta: ClassifierMeta,
+        config: LinprobeConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: PeerArg<B>,
+    ) -> Result<Self> {
+        let path = run.file(CHECKPOINT_FILE);
+        let bad = |what: &str, e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("{what}: {e}"),
+        };
+        let peers = Peers::new(peer);
+        check_peer_count(config.peers, &peers)?;
+        let spec = run_spec(&config, &peers);
+        let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
+        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
+            .map_err(|e| bad("model record", e.to_string()))?;
+        let model = LinearProbe {
+            bn: ProbeNorm::new(config.model.embed_dim, &device),
+            encoder: config.model.init::<B>(&device)?,
+        }
+        .load_record(record);
+        let (d, c) = (config.model.embed_dim, config.model.num_classes);
+        let [mw, mb] = crate::checkpoint::unpack(&parts.optim_decay)
+            .and_then(|r| <[Vec<u8>; 2]>::try_from(r).ok())
+            .ok_or_else(|| {
+                bad(
+                    "cannot resume",
+                    "it holds no LARS momentum (written by an older supmae, or not a \
+                     linear-probing checkpoint)"
+                        .into(),
+                )
+            })?;
+        let mu_weight = momentum_from_bytes::<B::InnerBackend, 2>(&mw, [d, c], &device)
+            .map_err(|e| bad("LARS momentum of head.weight", e))?;
+        let mu_bias = momentum_from_bytes::<B::InnerBackend, 1>(&mb, [c], &device)
+            .map_err(|e| bad("LARS momentum of head.bias", e))?;
+        let frozen = model.encoder.valid();
+        let trainer = Self {
+            config,
+            model,
+            frozen,
+            mu_weight,
+            mu_bias,
+            train,
+            val,
+            classes,
+            run,
+            device,
+            history: meta.history,
+            best_acc1: meta.best_acc1,
+            load_report: None,
+            progress: ProgressMode::Quiet,
+            peers,
+        };
+        trainer.peers.check_same(&trainer.model)?;
+        if trainer.peers.is_main() {
+            crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        }
+        Ok(trainer)
+    }
+}
+
+/// A LARS momentum buffer as little-endian `f32` bytes (empty before the first step).
+pub(super) fn momentum_bytes<B: Backend, const D: usize>(mu: Option<&Tensor<B, D>>) -> Vec<u8> {
+    let Some(mu) = mu else {
+        return Vec::new();
+    };
+    let values = mu
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The inverse of [`momentum_bytes`] for a buffer of `shape`.
+fn momentum_from_bytes<B: Backend, const D: usize>(
+    bytes: &[u8],
+    shape: [usize; D],
+    device: &B::Device,
+) -> std::result::Result<Option<Tensor<B, D>>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let n: usize = shape.iter().product();
+    if bytes.len() != n * 4 {
+        return Err(format!("{} bytes for a {shape:?} buffer", bytes.len()));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Some(Tensor::from_data(
+        TensorData::new(values, shape),
+        device,
+    )))
+}
+
+/// Reads the run folder's linear-probing checkpoint and recipe, locking the folder when
+/// this process writes it (`lock`: rank 0).
+fn open_for_resume(
+    out_dir: &Path,
+    lock: bool,
+) -> Result<(
+    crate::run_dir::RunDir,
+    CheckpointParts,
+    ClassifierMeta,
+    LinprobeConfig,
+)> {
+    let run = if lock {
+        crate::run_dir::RunDir::resume(out_dir)?
+    } else {
+        crate::run_dir::RunDir::unlocked(out_dir)
+    };
+    let path = run.file(CHECKPOINT_FILE);
+    let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
+    if meta.kind != ClassifierKind::Linprobe {
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: "a fine-tuning run: resume it with the fine-tuner".into(),
+        });
+    }
+    let config: LinprobeConfig =
+        serde_json::from_value(meta.recipe.clone()).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("bad recipe: {e}"),
+        })?;
+    config.validate()?;
+    Ok((run, parts, meta, config))
+}
