@@ -1,0 +1,139 @@
+//! Resuming a fine-tuning run: model, every optimizer group and the schedule position
+//! from its checkpoint.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl<B: AutodiffBackend> Finetuner<B> {
+    /// Continues the fine-tuning run saved in `out_dir` (its `checkpoint.ckpt`), with the
+    /// data of its recipe, to the parameters an uninterrupted run reaches.
+    pub fn resume(out_dir: impl AsRef<Path>, device: B::Device) -> Result<Self> {
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
+        let (train, val) = crate::pretrain::load_data(&config.data)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
+    }
+
+    /// [`resume_on`](Self::resume_on) as one peer of a data-parallel run (with the same
+    /// number of peers): every peer reads the checkpoint, rank 0 goes on writing the folder.
+    #[cfg(feature = "distributed")]
+    pub fn resume_on_peer(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: crate::distributed::Peer<B::InnerBackend>,
+    ) -> Result<Self> {
+        let main = peer.rank() == 0;
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), main)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, Some(peer))
+    }
+
+    /// [`resume`](Self::resume) on explicit datasets (the same the run started with).
+    pub fn resume_on(
+        out_dir: impl AsRef<Path>,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+    ) -> Result<Self> {
+        let (run, parts, meta, config) = open_for_resume(out_dir.as_ref(), true)?;
+        Self::resume_with(run, parts, meta, config, train, val, device, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resume_with(
+        run: crate::run_dir::RunDir,
+        parts: CheckpointParts,
+        meta: ClassifierMeta,
+        config: FinetuneConfig,
+        train: AnySource,
+        val: Option<AnySource>,
+        device: B::Device,
+        peer: PeerArg<B>,
+    ) -> Result<Self> {
+        let path = run.file(CHECKPOINT_FILE);
+        let bad = |what: &str, e: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("{what}: {e}"),
+        };
+        let peers = Peers::new(peer);
+        check_peer_count(config.peers, &peers)?;
+        let spec = run_spec(&config, &peers);
+        let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
+        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
+            .map_err(|e| bad("model record", e.to_string()))?;
+        let model = config.model.init::<B>(&device)?.load_record(record);
+        let (mut groups, group_of) = optimizer_groups(&model, &config);
+        let records = crate::checkpoint::unpack(&parts.optim_decay)
+            .filter(|r| r.len() == groups.len())
+            .ok_or_else(|| {
+                bad(
+                    "cannot resume",
+                    format!(
+                        "it holds no optimizer state for the run's {} groups (written by an \
+                         older supmae, or not a fine-tuning checkpoint)",
+                        groups.len()
+                    ),
+                )
+            })?;
+        for (group, bytes) in groups.iter_mut().zip(records) {
+            let record = Recorder::<B>::load(&Rec::new(), bytes, &device)
+                .map_err(|e| bad("optimizer record", e.to_string()))?;
+            group.opt = group.opt.clone().load_record(record);
+        }
+        let trainer = Self {
+            config,
+            model: Some(model),
+            groups,
+            group_of,
+            train,
+            val,
+            classes,
+            run,
+            device,
+            history: meta.history,
+            best_acc1: meta.best_acc1,
+            load_report: None,
+            progress: ProgressMode::Quiet,
+            peers,
+        };
+        trainer.peers.check_same(trainer.model())?;
+        // Epochs logged after the checkpoint are redone: the log matches the checkpoint.
+        if trainer.peers.is_main() {
+            crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
+        }
+        Ok(trainer)
+    }
+}
+
+/// Reads the run folder's fine-tuning checkpoint and recipe, locking the folder when this
+/// process writes it (`lock`: rank 0).
+fn open_for_resume(
+    out_dir: &Path,
+    lock: bool,
+) -> Result<(
+    crate::run_dir::RunDir,
+    CheckpointParts,
+    ClassifierMeta,
+    FinetuneConfig,
+)> {
+    let run = if lock {
+        crate::run_dir::RunDir::resume(out_dir)?
+    } else {
+        crate::run_dir::RunDir::unlocked(out_dir)
+    };
+    let path = run.file(CHECKPOINT_FILE);
+    let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
+    if meta.kind != ClassifierKind::Finetune {
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: "a linear-probing run: resume it with the linear prober".into(),
+        });
+    }
+    let config: FinetuneConfig =
+        serde_json::from_value(meta.recipe.clone()).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("bad recipe: {e}"),
+        })?;
+    config.validate()?;
+    Ok((run, parts, meta, config))
+}
