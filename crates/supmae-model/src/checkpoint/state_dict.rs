@@ -61,7 +61,7 @@ impl StateDict {
     }
 
     /// A state dict from in-memory tensors `(key, shape, values)` in PyTorch layout, as
-    /// [`export_state_dict`] returns them; `label` stands in for the path in messages.
+    /// [`export_state_dict`](super::export_state_dict) returns them; `label` stands in for the path in messages.
     pub fn from_entries(
         label: impl Into<PathBuf>,
         entries: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
