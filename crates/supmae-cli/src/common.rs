@@ -125,32 +125,78 @@ impl BackendArg {
     /// The backend to run on: the one asked for (an error if it cannot start), else the
     /// first compiled one that starts, saying in one line why a preferred one was skipped.
     pub fn resolve(&self) -> Result<BackendKind> {
-        if let Some(kind) = self.backend {
-            cli(probe(kind))?;
-            return Ok(kind);
-        }
-        let preference = [
+        let compiled: Vec<BackendKind> = [
             BackendKind::Cuda,
             BackendKind::Vulkan,
             BackendKind::Wgpu,
             BackendKind::Flex,
-        ];
-        let mut skipped = Vec::new();
-        for kind in preference.into_iter().filter(|k| k.is_compiled()) {
-            match probe(kind) {
-                Ok(()) => {
-                    for e in &skipped {
-                        eprintln!("note: {e}; using {kind}");
-                    }
-                    return Ok(kind);
-                }
-                Err(e) => skipped.push(e),
-            }
+        ]
+        .into_iter()
+        .filter(|k| k.is_compiled())
+        .collect();
+        let (kind, skipped) = choose(self.backend, &compiled, probe)?;
+        for e in &skipped {
+            eprintln!("note: {e}; using {kind}");
         }
-        match skipped.first() {
-            Some(e) => err(format!("no compiled backend can start: {e}")),
-            None => err("no backend compiled in; build with --features flex"),
+        Ok(kind)
+    }
+}
+
+/// The backend asked for (`Err` if it does not start), or the first of `preference` that
+/// `starts`, with the reasons the earlier ones were skipped.
+fn choose(
+    asked: Option<BackendKind>,
+    preference: &[BackendKind],
+    starts: impl Fn(BackendKind) -> Result<(), BackendError>,
+) -> Result<(BackendKind, Vec<BackendError>)> {
+    if let Some(kind) = asked {
+        cli(starts(kind))?;
+        return Ok((kind, Vec::new()));
+    }
+    let mut skipped = Vec::new();
+    for &kind in preference {
+        match starts(kind) {
+            Ok(()) => return Ok((kind, skipped)),
+            Err(e) => skipped.push(e),
         }
+    }
+    match skipped.first() {
+        Some(e) => err(format!("no compiled backend can start: {e}")),
+        None => err("no backend compiled in; build with --features flex"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_driver(kind: BackendKind) -> Result<(), BackendError> {
+        match kind {
+            BackendKind::Cuda => Err(BackendError::Unavailable {
+                kind,
+                reason: "libcuda.so was not found".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    #[test]
+    fn a_backend_that_cannot_start_falls_back_to_the_next_with_a_note() {
+        let order = [BackendKind::Cuda, BackendKind::Flex];
+        let (kind, skipped) = choose(None, &order, no_driver).unwrap();
+        assert_eq!(kind, BackendKind::Flex);
+        assert_eq!(skipped.len(), 1);
+        assert!(
+            skipped[0].to_string().contains("libcuda.so"),
+            "{}",
+            skipped[0]
+        );
+        // Asked for by name, it is an error instead.
+        let e = choose(Some(BackendKind::Cuda), &order, no_driver).unwrap_err();
+        assert!(e.0.contains("cannot start"), "{e}");
+        // Nothing starts: one error naming why.
+        let e = choose(None, &[BackendKind::Cuda], no_driver).unwrap_err();
+        assert!(e.0.contains("no compiled backend can start"), "{e}");
     }
 }
 
