@@ -166,6 +166,37 @@ fn choose(
     }
 }
 
+/// `--model` of a pre-training run: a preset name or a JSON [`MaeConfig`] file.
+pub fn mae_model(name: &str) -> Result<MaeConfig> {
+    match json_file(name) {
+        Some(path) => {
+            let text =
+                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
+            serde_json::from_str(&text)
+                .map_err(|e| CliError(format!("--model {name}: not a model config: {e}")))
+        }
+        None => MaeConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
+    }
+}
+
+/// `--model` of a classifier: a ViT preset name or a JSON [`VitConfig`] file.
+pub fn vit_model(name: &str) -> Result<VitConfig> {
+    match json_file(name) {
+        Some(path) => {
+            let text =
+                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
+            serde_json::from_str(&text)
+                .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
+        }
+        None => VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
+    }
+}
+
+fn json_file(name: &str) -> Option<PathBuf> {
+    let path = Path::new(name);
+    (path.extension().is_some_and(|e| e == "json") || path.is_file()).then(|| path.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,35 +229,4 @@ mod tests {
         let e = choose(None, &[BackendKind::Cuda], no_driver).unwrap_err();
         assert!(e.0.contains("no compiled backend can start"), "{e}");
     }
-}
-
-/// `--model` of a pre-training run: a preset name or a JSON [`MaeConfig`] file.
-pub fn mae_model(name: &str) -> Result<MaeConfig> {
-    match json_file(name) {
-        Some(path) => {
-            let text =
-                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
-            serde_json::from_str(&text)
-                .map_err(|e| CliError(format!("--model {name}: not a model config: {e}")))
-        }
-        None => MaeConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
-    }
-}
-
-/// `--model` of a classifier: a ViT preset name or a JSON [`VitConfig`] file.
-pub fn vit_model(name: &str) -> Result<VitConfig> {
-    match json_file(name) {
-        Some(path) => {
-            let text =
-                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
-            serde_json::from_str(&text)
-                .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
-        }
-        None => VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
-    }
-}
-
-fn json_file(name: &str) -> Option<PathBuf> {
-    let path = Path::new(name);
-    (path.extension().is_some_and(|e| e == "json") || path.is_file()).then(|| path.to_path_buf())
 }
