@@ -392,6 +392,42 @@ pub(crate) fn loaders(
     Ok((train, val, classes))
 }
 
+/// What [`open_for_resume`] reads: the run folder, the checkpoint, its metadata and the
+/// recipe.
+pub(crate) type Resumable<C> = (crate::run_dir::RunDir, CheckpointParts, ClassifierMeta, C);
+
+/// Reads a classifier run folder's checkpoint of `kind` and its recipe `C`, locking the
+/// folder when this process writes it (`lock`: rank 0). The caller validates the recipe.
+pub(crate) fn open_for_resume<C: serde::de::DeserializeOwned>(
+    out_dir: &Path,
+    lock: bool,
+    kind: ClassifierKind,
+) -> Result<Resumable<C>> {
+    let run = if lock {
+        crate::run_dir::RunDir::resume(out_dir)?
+    } else {
+        crate::run_dir::RunDir::unlocked(out_dir)
+    };
+    let path = run.file(crate::run_dir::CHECKPOINT_FILE);
+    let (parts, meta) = read_classifier_checkpoint(&path)?;
+    if meta.kind != kind {
+        let (found, learner) = match meta.kind {
+            ClassifierKind::Finetune => ("fine-tuning", "fine-tuner"),
+            ClassifierKind::Linprobe => ("linear-probing", "linear prober"),
+        };
+        return Err(TrainError::Checkpoint {
+            path,
+            reason: format!("a {found} run: resume it with the {learner}"),
+        });
+    }
+    let config: C =
+        serde_json::from_value(meta.recipe.clone()).map_err(|e| TrainError::Checkpoint {
+            path: path.clone(),
+            reason: format!("bad recipe: {e}"),
+        })?;
+    Ok((run, parts, meta, config))
+}
+
 /// Rewrites a run's `log.jsonl` to exactly `history` (after a resume: epochs logged after
 /// the checkpoint are redone).
 pub(crate) fn rewrite_log(run: &crate::run_dir::RunDir, history: &[ClassifierLog]) -> Result<()> {

@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::classifier::Resumable;
 
 impl<B: AutodiffBackend> Finetuner<B> {
     /// Continues the fine-tuning run saved in `out_dir` (its `checkpoint.ckpt`), with the
@@ -105,35 +106,11 @@ impl<B: AutodiffBackend> Finetuner<B> {
     }
 }
 
-/// Reads the run folder's fine-tuning checkpoint and recipe, locking the folder when this
-/// process writes it (`lock`: rank 0).
-fn open_for_resume(
-    out_dir: &Path,
-    lock: bool,
-) -> Result<(
-    crate::run_dir::RunDir,
-    CheckpointParts,
-    ClassifierMeta,
-    FinetuneConfig,
-)> {
-    let run = if lock {
-        crate::run_dir::RunDir::resume(out_dir)?
-    } else {
-        crate::run_dir::RunDir::unlocked(out_dir)
-    };
-    let path = run.file(CHECKPOINT_FILE);
-    let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
-    if meta.kind != ClassifierKind::Finetune {
-        return Err(TrainError::Checkpoint {
-            path,
-            reason: "a linear-probing run: resume it with the linear prober".into(),
-        });
-    }
-    let config: FinetuneConfig =
-        serde_json::from_value(meta.recipe.clone()).map_err(|e| TrainError::Checkpoint {
-            path: path.clone(),
-            reason: format!("bad recipe: {e}"),
-        })?;
-    config.validate()?;
-    Ok((run, parts, meta, config))
+/// Reads the run folder's checkpoint and recipe (see
+/// [`crate::classifier::open_for_resume`]) and checks the recipe.
+fn open_for_resume(out_dir: &Path, lock: bool) -> Result<Resumable<FinetuneConfig>> {
+    let opened: Resumable<FinetuneConfig> =
+        crate::classifier::open_for_resume(out_dir, lock, ClassifierKind::Finetune)?;
+    opened.3.validate()?;
+    Ok(opened)
 }

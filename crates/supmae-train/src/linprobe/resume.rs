@@ -3,6 +3,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::classifier::Resumable;
 
 impl<B: AutodiffBackend> LinearProber<B> {
     /// Continues the linear-probing run saved in `out_dir` (its `checkpoint.ckpt`: probe,
@@ -145,35 +146,11 @@ fn momentum_from_bytes<B: Backend, const D: usize>(
     )))
 }
 
-/// Reads the run folder's linear-probing checkpoint and recipe, locking the folder when
-/// this process writes it (`lock`: rank 0).
-fn open_for_resume(
-    out_dir: &Path,
-    lock: bool,
-) -> Result<(
-    crate::run_dir::RunDir,
-    CheckpointParts,
-    ClassifierMeta,
-    LinprobeConfig,
-)> {
-    let run = if lock {
-        crate::run_dir::RunDir::resume(out_dir)?
-    } else {
-        crate::run_dir::RunDir::unlocked(out_dir)
-    };
-    let path = run.file(CHECKPOINT_FILE);
-    let (parts, meta) = crate::classifier::read_classifier_checkpoint(&path)?;
-    if meta.kind != ClassifierKind::Linprobe {
-        return Err(TrainError::Checkpoint {
-            path,
-            reason: "a fine-tuning run: resume it with the fine-tuner".into(),
-        });
-    }
-    let config: LinprobeConfig =
-        serde_json::from_value(meta.recipe.clone()).map_err(|e| TrainError::Checkpoint {
-            path: path.clone(),
-            reason: format!("bad recipe: {e}"),
-        })?;
-    config.validate()?;
-    Ok((run, parts, meta, config))
+/// Reads the run folder's checkpoint and recipe (see
+/// [`crate::classifier::open_for_resume`]) and checks the recipe.
+fn open_for_resume(out_dir: &Path, lock: bool) -> Result<Resumable<LinprobeConfig>> {
+    let opened: Resumable<LinprobeConfig> =
+        crate::classifier::open_for_resume(out_dir, lock, ClassifierKind::Linprobe)?;
+    opened.3.validate()?;
+    Ok(opened)
 }

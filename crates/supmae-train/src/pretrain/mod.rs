@@ -84,16 +84,11 @@ pub struct Pretrainer<B: AutodiffBackend> {
     history: Vec<EpochLog>,
     step_lrs: Vec<f64>,
     progress: ProgressMode,
-    #[cfg(feature = "distributed")]
-    peer: Option<crate::distributed::Peer<B::InnerBackend>>,
+    peers: crate::peers::Peers<B>,
     init_report: Option<supmae_model::LoadReport>,
 }
 
-/// This process's peer in a data-parallel run, if any.
-#[cfg(feature = "distributed")]
-type PeerArg<B> = Option<crate::distributed::Peer<<B as AutodiffBackend>::InnerBackend>>;
-#[cfg(not(feature = "distributed"))]
-type PeerArg<B> = Option<std::marker::PhantomData<B>>;
+use crate::peers::PeerArg;
 
 impl<B: AutodiffBackend> Pretrainer<B> {
     /// Starts a new run in `out_dir` (created if needed) with the data of `config.data`.
@@ -180,13 +175,8 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         device: B::Device,
         peer: PeerArg<B>,
     ) -> Result<Self> {
-        #[cfg(feature = "distributed")]
-        let (rank, peers) = peer.as_ref().map_or((0, 1), |p| (p.rank(), p.peers()));
-        #[cfg(not(feature = "distributed"))]
-        let (rank, peers) = {
-            let _ = &peer;
-            (0, 1)
-        };
+        let peer = crate::peers::Peers::<B>::new(peer);
+        let (rank, peers) = (peer.rank(), peer.count());
         if config.peers != peers {
             return Err(TrainError::InvalidConfig {
                 field: "peers",
@@ -277,8 +267,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             history: Vec::new(),
             step_lrs: Vec::new(),
             progress: ProgressMode::Quiet,
-            #[cfg(feature = "distributed")]
-            peer,
+            peers: peer,
             init_report: None,
         })
     }
@@ -290,11 +279,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
 
     /// This process's rank in a data-parallel run (0 without one).
     pub fn rank(&self) -> usize {
-        #[cfg(feature = "distributed")]
-        if let Some(p) = &self.peer {
-            return p.rank();
-        }
-        0
+        self.peers.rank()
     }
 
     /// Whether this process writes the run folder (rank 0).
@@ -307,40 +292,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     }
 
     fn check_peers_agree(&self) -> Result<()> {
-        #[cfg(feature = "distributed")]
-        if let Some(p) = &self.peer {
-            p.check_same(self.model())?;
-        }
-        Ok(())
-    }
-
-    /// Averages `values` over the peers (unchanged without any).
-    fn reduce_values(&self, values: Vec<f64>) -> Result<Vec<f64>> {
-        #[cfg(feature = "distributed")]
-        if let Some(p) = &self.peer {
-            let n = values.len();
-            let t = Tensor::<B::InnerBackend, 1>::from_data(
-                TensorData::new(values.iter().map(|&v| v as f32).collect(), [n]),
-                &self.device,
-            );
-            return Ok(p
-                .all_reduce_mean(t)?
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .unwrap_or_else(|_| vec![f64::NAN; n]));
-        }
-        Ok(values)
-    }
-
-    /// Averages the gradients over the peers (unchanged without any).
-    fn reduce_grads(&self, model: &SupMae<B>, grads: GradientsParams) -> Result<GradientsParams> {
-        #[cfg(feature = "distributed")]
-        if let Some(p) = &self.peer {
-            return p.all_reduce_grads(model, grads);
-        }
-        let _ = model;
-        Ok(grads)
+        self.peers.check_same(self.model())
     }
 
     /// A hash of every trainable parameter's bits (FNV-1a over the f32 values in the

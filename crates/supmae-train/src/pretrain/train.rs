@@ -91,7 +91,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                     .to_vec::<f64>()
                     .unwrap_or_default();
             // Logged losses are the global batch's; every peer stops on a non-finite one.
-            let values = match self.reduce_values(values) {
+            let values = match self.peers.mean_values(values, &self.device) {
                 Ok(v) => v,
                 Err(e) => {
                     self.model = Some(model);
@@ -128,7 +128,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                 Some(grads)
             };
             let model = match grads {
-                Some(grads) => match self.reduce_grads(&model, grads) {
+                Some(grads) => match self.peers.mean_grads(&model, grads) {
                     Ok(grads) => self.step(model, grads, lr),
                     Err(e) => {
                         self.model = Some(model);
