@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let scale = if rows[0].original.width() < 64 { 4 } else { 1 };
-    grid(&rows, scale).save("reconstruction.png")?;
+    grid(&rows, scale)?.save("reconstruction.png")?;
     println!("wrote reconstruction.png");
     Ok(())
 }

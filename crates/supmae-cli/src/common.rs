@@ -170,8 +170,7 @@ fn choose(
 pub fn mae_model(name: &str) -> Result<MaeConfig> {
     match json_file(name) {
         Some(path) => {
-            let text =
-                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
+            let text = read_config(&path, name)?;
             serde_json::from_str(&text)
                 .map_err(|e| CliError(format!("--model {name}: not a model config: {e}")))
         }
@@ -183,12 +182,30 @@ pub fn mae_model(name: &str) -> Result<MaeConfig> {
 pub fn vit_model(name: &str) -> Result<VitConfig> {
     match json_file(name) {
         Some(path) => {
-            let text =
-                cli(std::fs::read_to_string(path).map_err(|e| format!("--model {name}: {e}")))?;
+            let text = read_config(&path, name)?;
             serde_json::from_str(&text)
                 .map_err(|e| CliError(format!("--model {name}: not a ViT config: {e}")))
         }
         None => VitConfig::preset(name).map_err(|e| CliError(format!("--model: {e}"))),
+    }
+}
+
+/// Largest model config file read (configs are a few hundred bytes).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A `--model` JSON file: a regular file (not a FIFO or device) of at most
+/// [`MAX_CONFIG_BYTES`], as UTF-8.
+fn read_config(path: &Path, name: &str) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = supmae::model::checkpoint::open_regular(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text));
+    match read {
+        Err(e) => err(format!("--model {name}: {e}")),
+        Ok(n) if n as u64 > MAX_CONFIG_BYTES => err(format!(
+            "--model {name}: over {MAX_CONFIG_BYTES} bytes, not a model config"
+        )),
+        Ok(_) => Ok(text),
     }
 }
 

@@ -35,6 +35,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Ceiling on a model's parameters and buffers, for configs from files and flags
+    /// (protects against configs that would allocate tens of GB)
+    #[arg(long, global = true, value_name = "N", default_value_t = supmae::model::config::DEFAULT_MAX_PARAMS)]
+    max_params: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +74,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    supmae::model::config::set_max_params(cli.max_params);
     let result = match cli.command {
         Command::Pretrain(a) => pretrain::run(a).map(|()| ExitCode::SUCCESS),
         Command::Finetune(a) => classifier::finetune(a).map(|()| ExitCode::SUCCESS),

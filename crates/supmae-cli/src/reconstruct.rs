@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Pixel zoom of each picture [default: 1; models under 64 px: 4]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub scale: Option<u32>,
     /// The model predicts raw pixels (mae_visualize_*.pth names are detected)
     #[arg(long)]
@@ -84,18 +84,12 @@ impl BackendJob for Job {
             &device,
             a.pixel_targets.then_some(true),
         ))?;
-        let images = a
-            .image
-            .iter()
-            .map(|f| {
-                supmae::image::open(f)
-                    .map_err(|e| CliError(format!("--image {}: cannot read: {e}", f.display())))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let images =
+            supmae::embed::read_images(&a.image).map_err(|e| CliError(format!("--image: {e}")))?;
         let recs = cli(r.reconstruct(&images, a.mask_ratio, a.seed))?;
         let size = recs.first().map_or(224, |x| x.original.width());
         let scale = a.scale.unwrap_or(if size < 64 { 4 } else { 1 });
-        let picture = grid(&recs, scale);
+        let picture = cli(grid(&recs, scale))?;
         // Through a unique temporary name, renamed into place: never a half-written PNG.
         let tmp = supmae::train::run_dir::tmp_path(&a.out);
         let saved = picture

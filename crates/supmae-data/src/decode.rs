@@ -74,9 +74,38 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
     Ok(to_channels(image, channels))
 }
 
-/// Reads and decodes a file (see [`decode_image`]).
+/// Largest image file read (a 100-megapixel PNG is well under it).
+pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
+/// Reads and decodes a file (see [`decode_image`]): the one way every path in supmae reads
+/// an image. `path` must be a regular file (after following symlinks: a FIFO, device or
+/// directory is [`DataError::NotAFile`], never a read that hangs) of at most
+/// [`MAX_IMAGE_BYTES`]; decoding goes by content, with the pixel cap and the truncation
+/// check of [`decode_image`].
 pub fn read_image(path: &Path, channels: u8, max_pixels: u64) -> Result<Image8> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(io(path))?;
+    let meta = file.metadata().map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(DataError::FileTooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            max: MAX_IMAGE_BYTES,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_IMAGE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
     decode_image(&bytes, path, channels, max_pixels)
 }
 

@@ -14,6 +14,46 @@ pub enum DataError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A path that should be an image file is a directory, FIFO, socket or device.
+    #[error("{path} is not a regular file (a directory, FIFO or device)")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file is larger than the cap on image files.
+    #[error("{path} is {size} bytes, over the {max}-byte cap on image files")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// A class folder's name is not valid UTF-8 (class names are written to JSON and
+    /// compared as text; dropping the folder would shift every later label).
+    #[error("class folder {path} has a name that is not valid UTF-8: rename it")]
+    NonUtf8Name {
+        /// The folder (printed lossily).
+        path: PathBuf,
+    },
+    /// A resize would produce more pixels than the cap (an extreme aspect ratio).
+    #[error(
+        "resizing a {width}x{height} image to {to_width}x{to_height} is over the cap of \
+         {max_pixels} pixels (extreme aspect ratio)"
+    )]
+    ResizeTooLarge {
+        /// Source width.
+        width: u32,
+        /// Source height.
+        height: u32,
+        /// Target width.
+        to_width: u64,
+        /// Target height.
+        to_height: u64,
+        /// The cap.
+        max_pixels: u64,
+    },
     /// A file is empty.
     #[error("{path} is empty (0 bytes)")]
     Empty {

@@ -84,6 +84,9 @@ fn error_subject(error: &DataError) -> String {
     match error {
         DataError::Io { path, .. }
         | DataError::Empty { path }
+        | DataError::NotAFile { path }
+        | DataError::FileTooLarge { path, .. }
+        | DataError::NonUtf8Name { path }
         | DataError::NotAnImage { path }
         | DataError::Decode { path, .. }
         | DataError::TooLarge { path, .. }
@@ -94,6 +97,7 @@ fn error_subject(error: &DataError) -> String {
         | DataError::Labels { path, .. }
         | DataError::Idx { path, .. } => path.display().to_string(),
         DataError::InvalidConfig { field, .. } => field.to_string(),
+        DataError::ResizeTooLarge { .. } => "resize".into(),
     }
 }
 
@@ -161,7 +165,12 @@ fn image_files(dir: &Path, opts: &ScanOptions, report: &mut ScanReport) -> Resul
                 next.push(canon);
                 stack.push((path, next));
             } else if has_image_extension(&path) {
-                files.push(path);
+                if meta.is_file() {
+                    files.push(path);
+                } else {
+                    // A FIFO or device (or a symlink to one) would hang or never end.
+                    opts.handle(report, DataError::NotAFile { path })?;
+                }
             } else {
                 report.ignored_files += 1;
             }
@@ -174,10 +183,11 @@ fn image_files(dir: &Path, opts: &ScanOptions, report: &mut ScanReport) -> Resul
 fn class_folders(root: &Path) -> Result<Vec<String>> {
     let mut classes = Vec::new();
     for path in sorted_entries(root)? {
-        if path.is_dir()
-            && let Some(name) = path.file_name().and_then(|n| n.to_str())
-        {
-            classes.push(name.to_string());
+        if path.is_dir() {
+            match path.file_name().and_then(|n| n.to_str()) {
+                Some(name) => classes.push(name.to_string()),
+                None => return Err(DataError::NonUtf8Name { path }),
+            }
         }
     }
     Ok(classes)

@@ -368,6 +368,23 @@ impl Transform {
             Geometry::ResizeCenterCrop { crop_pct } => {
                 let short = (f64::from(size) / crop_pct) as u32;
                 let (w, h) = resize_shorter_side(image.width, image.height, short);
+                let long = (f64::from(short) * f64::from(image.width.max(image.height))
+                    / f64::from(image.width.min(image.height).max(1)))
+                .ceil() as u64;
+                if long.saturating_mul(u64::from(short)) > crate::DEFAULT_MAX_PIXELS {
+                    let (to_width, to_height) = if image.width <= image.height {
+                        (u64::from(short), long)
+                    } else {
+                        (long, u64::from(short))
+                    };
+                    return Err(DataError::ResizeTooLarge {
+                        width: image.width,
+                        height: image.height,
+                        to_width,
+                        to_height,
+                        max_pixels: crate::DEFAULT_MAX_PIXELS,
+                    });
+                }
                 let full = CropBox {
                     top: 0,
                     left: 0,

@@ -79,13 +79,23 @@ pub struct CheckpointInfo {
     pub cls_hidden: Option<usize>,
 }
 
-fn shape(state: &StateDict, key: &str) -> Result<Vec<usize>, CheckpointError> {
-    state
+/// The shape of `key`, which must have `rank` dimensions, none of them zero.
+fn shape(state: &StateDict, key: &str, rank: usize) -> Result<Vec<usize>, CheckpointError> {
+    let shape = state
         .shape(key)
         .ok_or_else(|| CheckpointError::KeyMismatch {
             missing: vec![key.to_string()],
             unexpected: vec![],
-        })
+        })?;
+    if shape.len() != rank || shape.contains(&0) {
+        return Err(CheckpointError::Format {
+            path: state.path().to_path_buf(),
+            message: format!(
+                "tensor `{key}` has shape {shape:?}, expected {rank} non-zero dimensions"
+            ),
+        });
+    }
+    Ok(shape)
 }
 
 /// The conventional head count of an encoder width.
@@ -109,18 +119,18 @@ pub fn inspect(state: &StateDict) -> Result<CheckpointInfo, CheckpointError> {
     if !state.contains("patch_embed.proj.weight") || !state.contains("blocks.0.attn.qkv.weight") {
         return Err(foreign());
     }
-    let patch = shape(state, "patch_embed.proj.weight")?;
+    let patch = shape(state, "patch_embed.proj.weight", 4)?;
     let [embed_dim, in_chans, patch_size, _] = patch[..] else {
         return Err(foreign());
     };
     let depth = (0..)
         .take_while(|i| state.contains(&format!("blocks.{i}.attn.qkv.weight")))
         .count();
-    let tokens = shape(state, "pos_embed")?.get(1).copied().unwrap_or(1);
+    let tokens = shape(state, "pos_embed", 3)?[1];
     let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
-    let hidden = shape(state, "blocks.0.mlp.fc1.weight")?[0];
+    let hidden = shape(state, "blocks.0.mlp.fc1.weight", 2)?[0];
     let decoder = if state.contains("decoder_embed.weight") {
-        let dim = shape(state, "decoder_embed.weight")?[0];
+        let dim = shape(state, "decoder_embed.weight", 2)?[0];
         let blocks = (0..)
             .take_while(|i| state.contains(&format!("decoder_blocks.{i}.attn.qkv.weight")))
             .count();
@@ -132,7 +142,7 @@ pub fn inspect(state: &StateDict) -> Result<CheckpointInfo, CheckpointError> {
         .into_iter()
         .find(|p| state.contains(&format!("{p}.3.weight")));
     let (flavour, num_classes, cls_hidden) = if let Some(branch) = branch {
-        let fc2 = shape(state, &format!("{branch}.3.weight"))?;
+        let fc2 = shape(state, &format!("{branch}.3.weight"), 2)?;
         (
             Flavour::SupMaePretrain {
                 branch: branch.to_string(),
@@ -143,7 +153,7 @@ pub fn inspect(state: &StateDict) -> Result<CheckpointInfo, CheckpointError> {
     } else if state.contains("head.1.weight") && state.contains("head.0.running_mean") {
         (
             Flavour::LinearProbe,
-            Some(shape(state, "head.1.weight")?[0]),
+            Some(shape(state, "head.1.weight", 2)?[0]),
             None,
         )
     } else if state.contains("head.weight") {
@@ -151,7 +161,7 @@ pub fn inspect(state: &StateDict) -> Result<CheckpointInfo, CheckpointError> {
             Flavour::Finetuned {
                 global_pool: state.contains("fc_norm.weight"),
             },
-            Some(shape(state, "head.weight")?[0]),
+            Some(shape(state, "head.weight", 2)?[0]),
             None,
         )
     } else if decoder.is_some() {

@@ -119,7 +119,7 @@ impl CheckpointParts {
             path: path.to_path_buf(),
             reason: reason.to_string(),
         };
-        let mut file = std::fs::File::open(path).map_err(io(path))?;
+        let mut file = supmae_model::checkpoint::open_regular(path).map_err(io(path))?;
         let size = file.metadata().map_err(io(path))?.len();
         let mut head = vec![0u8; MAGIC.len() + 8];
         file.read_exact(&mut head)
@@ -141,12 +141,110 @@ impl CheckpointParts {
 
     /// Reads and verifies `path`.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        supmae_model::checkpoint::open_regular(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io(path))?;
         Self::decode(&bytes, path)
     }
 }
 
 pub use crate::run_dir::{tmp_path, write_atomic, write_atomic_with};
+
+/// The checkpoint format this version writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// A checkpoint's `format` against [`FORMAT`].
+pub(crate) fn check_format(found: u32, path: &Path) -> Result<()> {
+    if found == FORMAT {
+        return Ok(());
+    }
+    Err(TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!(
+            "checkpoint format {found}, but this supmae reads format {FORMAT}{}",
+            if found > FORMAT {
+                " (written by a newer supmae?)"
+            } else {
+                ""
+            }
+        ),
+    })
+}
+
+/// `epochs_done` and the history length of a checkpoint against its recipe's epochs.
+pub(crate) fn check_counters(
+    epochs_done: usize,
+    epochs: usize,
+    history: usize,
+    path: &Path,
+) -> Result<()> {
+    if epochs_done > epochs || history > epochs_done {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "inconsistent counters: {epochs_done} epochs done of {epochs}, {history} \
+                 logged epochs"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Builds a model with `init` and loads the model record `bytes` into it, refusing a record
+/// that does not fit: fewer bytes than `params` (the config's parameter count) need as
+/// `f32` (checked before `init` allocates anything), a parameter whose shape differs from
+/// the config's, or parameters the config's model does not have (more blocks than `depth`).
+pub(crate) fn load_model<B, M>(
+    path: &Path,
+    bytes: Vec<u8>,
+    params: usize,
+    init: impl FnOnce() -> std::result::Result<M, supmae_model::ModelError>,
+    device: &B::Device,
+) -> Result<M>
+where
+    B: burn::prelude::Backend,
+    M: burn::module::Module<B>,
+{
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let len = bytes.len();
+    if (len as u64) < 4 * params as u64 {
+        return Err(bad(format!(
+            "the model record holds {len} bytes, too few for the {params} parameters of the \
+             model its metadata describes (metadata and record disagree)"
+        )));
+    }
+    let fresh = init()?;
+    let expected = supmae_model::checkpoint::param_keys(&fresh);
+    let record = Recorder::<B>::load(&Rec::new(), bytes, device)
+        .map_err(|e| bad(format!("model record: {e}")))?;
+    let model = fresh.load_record(record);
+    let found = supmae_model::checkpoint::param_keys(&model);
+    for (e, f) in expected.iter().zip(&found) {
+        if e.shape != f.shape {
+            return Err(bad(format!(
+                "model record: `{}` has shape {:?} but the metadata's model needs {:?}",
+                e.key, f.shape, e.shape
+            )));
+        }
+    }
+    let again = Recorder::<B>::record(&Rec::new(), model.clone().into_record(), ())
+        .map_err(|e| bad(format!("model record: {e}")))?;
+    if again.len() != len {
+        return Err(bad(format!(
+            "the model record holds {len} bytes but the metadata's model takes {} (more \
+             blocks or parameters than the metadata says?)",
+            again.len()
+        )));
+    }
+    Ok(model)
+}
 
 /// Packs several records into one section (the optimizer groups of a fine-tuning run): a
 /// little-endian `u64` count, then per record a `u64` length and its bytes.

@@ -165,6 +165,7 @@ pub enum ClassifierKind {
 
 /// Metadata of a classifier checkpoint (`checkpoint.ckpt` / `best.ckpt`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClassifierMeta {
     /// Format version (1).
     pub format: u32,
@@ -243,6 +244,27 @@ pub fn read_classifier_checkpoint(path: &Path) -> Result<(CheckpointParts, Class
                  goes to `supmae finetune --checkpoint`): {e}"
             ),
         })?;
+    crate::checkpoint::check_format(meta.format, path)?;
+    let epochs = meta
+        .recipe
+        .get("epochs")
+        .and_then(serde_json::Value::as_u64);
+    crate::checkpoint::check_counters(
+        meta.epochs_done,
+        epochs.map_or(usize::MAX, |e| e as usize),
+        meta.history.len(),
+        path,
+    )?;
+    if meta.classes.len() != meta.model.num_classes {
+        return Err(TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} class names for a model with {} classes",
+                meta.classes.len(),
+                meta.model.num_classes
+            ),
+        });
+    }
     Ok((parts, meta))
 }
 
@@ -254,26 +276,27 @@ pub fn load_classifier<B: Backend>(
     let path = path.as_ref();
     let file = crate::run_dir::best_in(path);
     let (parts, meta) = read_classifier_checkpoint(&file)?;
-    let bad = |e: String| TrainError::Checkpoint {
-        path: file.clone(),
-        reason: format!("model record: {e}"),
-    };
-    let model = meta.model.init::<B>(device)?;
+    let params = meta.model.param_count().total();
     let classifier = match meta.kind {
-        ClassifierKind::Finetune => {
-            let record = Recorder::<B>::load(&Rec::new(), parts.model, device)
-                .map_err(|e| bad(e.to_string()))?;
-            Classifier::Vit(model.load_record(record))
-        }
-        ClassifierKind::Linprobe => {
-            let probe = LinearProbe {
-                encoder: model,
-                bn: ProbeNorm::new(meta.model.embed_dim, device),
-            };
-            let record = Recorder::<B>::load(&Rec::new(), parts.model, device)
-                .map_err(|e| bad(e.to_string()))?;
-            Classifier::Probe(probe.load_record(record))
-        }
+        ClassifierKind::Finetune => Classifier::Vit(crate::checkpoint::load_model::<B, _>(
+            &file,
+            parts.model,
+            params,
+            || meta.model.init::<B>(device),
+            device,
+        )?),
+        ClassifierKind::Linprobe => Classifier::Probe(crate::checkpoint::load_model::<B, _>(
+            &file,
+            parts.model,
+            params,
+            || {
+                Ok(LinearProbe {
+                    encoder: meta.model.init::<B>(device)?,
+                    bn: ProbeNorm::new(meta.model.embed_dim, device),
+                })
+            },
+            device,
+        )?),
     };
     Ok((classifier, meta))
 }

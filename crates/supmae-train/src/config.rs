@@ -178,6 +178,15 @@ impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: String| Err(TrainError::InvalidConfig { field, reason });
         self.model.validate()?;
+        check_limits(&RunLimits {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            accum_iter: self.accum_iter,
+            data_threads: self.data_threads,
+            weight_decay: self.weight_decay,
+            warmup_epochs: self.warmup_epochs,
+            min_lr: self.min_lr,
+        })?;
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1".into());
         }
@@ -231,4 +240,57 @@ impl PretrainConfig {
         }
         Ok(())
     }
+}
+
+/// Most epochs a recipe may ask for.
+pub const MAX_EPOCHS: usize = 100_000;
+/// Largest micro-batch.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Most micro-batches per optimizer step.
+pub const MAX_ACCUM_ITER: usize = 1 << 16;
+/// Most data-loading threads.
+pub const MAX_DATA_THREADS: usize = 1024;
+
+/// The fields every learner's recipe shares, for [`check_limits`].
+pub(crate) struct RunLimits {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub accum_iter: usize,
+    pub data_threads: usize,
+    pub weight_decay: f64,
+    pub warmup_epochs: f64,
+    pub min_lr: f64,
+}
+
+/// Ranges shared by every recipe, checked before anything runs: counts within their
+/// ceilings (a huge `epochs` or thread count is a typo, not a plan), floats finite.
+pub(crate) fn check_limits(l: &RunLimits) -> Result<()> {
+    let over = |field: &'static str, value: usize, max: usize| {
+        (value > max).then(|| TrainError::InvalidConfig {
+            field,
+            reason: format!("({value}) is over the limit of {max}"),
+        })
+    };
+    let counts = [
+        over("epochs", l.epochs, MAX_EPOCHS),
+        over("batch_size", l.batch_size, MAX_BATCH_SIZE),
+        over("accum_iter", l.accum_iter, MAX_ACCUM_ITER),
+        over("data_threads", l.data_threads, MAX_DATA_THREADS),
+    ];
+    if let Some(e) = counts.into_iter().flatten().next() {
+        return Err(e);
+    }
+    for (field, v) in [
+        ("weight_decay", l.weight_decay),
+        ("warmup_epochs", l.warmup_epochs),
+        ("min_lr", l.min_lr),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(TrainError::InvalidConfig {
+                field,
+                reason: format!("({v}) must be finite and >= 0"),
+            });
+        }
+    }
+    Ok(())
 }

@@ -32,6 +32,7 @@ pub enum Checkpoint {
 
 #[derive(Deserialize)]
 struct PretrainHeader {
+    format: u32,
     config: PretrainConfig,
     epochs_done: usize,
     #[serde(default)]
@@ -45,7 +46,7 @@ pub fn open(path: &Path) -> Result<(PathBuf, Checkpoint)> {
     let mut head = [0u8; 18];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(&file).map_err(io(&file))?;
+        let mut f = supmae_model::checkpoint::open_regular(&file).map_err(io(&file))?;
         f.read(&mut head).map_err(io(&file))?
     };
     debug_assert_eq!(MAGIC.len(), head.len());
@@ -54,17 +55,27 @@ pub fn open(path: &Path) -> Result<(PathBuf, Checkpoint)> {
     }
     let meta = CheckpointParts::read_meta(&file)?;
     if let Ok(m) = serde_json::from_slice::<ClassifierMeta>(&meta) {
+        crate::checkpoint::check_format(m.format, &file)?;
         return Ok((file, Checkpoint::Classifier(Box::new(m))));
     }
     match serde_json::from_slice::<PretrainHeader>(&meta) {
-        Ok(h) => Ok((
-            file,
-            Checkpoint::Pretrain {
-                config: Box::new(h.config),
-                epochs_done: h.epochs_done,
-                converted_from: h.converted_from,
-            },
-        )),
+        Ok(h) => {
+            crate::checkpoint::check_format(h.format, &file)?;
+            crate::checkpoint::check_counters(
+                h.epochs_done,
+                h.config.epochs,
+                h.epochs_done,
+                &file,
+            )?;
+            Ok((
+                file,
+                Checkpoint::Pretrain {
+                    config: Box::new(h.config),
+                    epochs_done: h.epochs_done,
+                    converted_from: h.converted_from,
+                },
+            ))
+        }
         Err(e) => Err(TrainError::Checkpoint {
             path: file,
             reason: format!("unreadable metadata: {e}"),

@@ -423,7 +423,10 @@ fn rows<B: Backend>(x: Tensor<B, 2>) -> Result<Vec<Vec<f32>>, EmbedError> {
     Ok(values.chunks(d.max(1)).map(<[f32]>::to_vec).collect())
 }
 
-fn read_images<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<DynamicImage>, EmbedError> {
+/// Reads RGB images through [`supmae_data::read_image`], the hardened reader every path
+/// uses (regular files only, size and pixel caps, decoding by content, truncated JPEGs
+/// refused).
+pub fn read_images<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<DynamicImage>, EmbedError> {
     paths
         .iter()
         .map(|p| {

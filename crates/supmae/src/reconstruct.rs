@@ -246,12 +246,27 @@ impl<B: Backend> Reconstructor<B> {
     }
 }
 
+/// Largest picture [`grid`] draws (pixels).
+pub const MAX_GRID_PIXELS: u64 = 100_000_000;
+
 /// The picture: one row per image, columns original | masked | reconstruction |
 /// reconstruction + visible, each cell scaled up `scale` times (nearest) with a 4 px gap.
-pub fn grid(rows: &[Reconstruction], scale: u32) -> RgbImage {
+/// A picture over [`MAX_GRID_PIXELS`] (a huge `scale`) is an error, checked before
+/// anything is allocated.
+pub fn grid(rows: &[Reconstruction], scale: u32) -> Result<RgbImage, EmbedError> {
     let Some(first) = rows.first() else {
-        return RgbImage::new(1, 1);
+        return Ok(RgbImage::new(1, 1));
     };
+    let side = |n: u32| u64::from(n) * u64::from(scale.max(1));
+    let width = 4 * side(first.original.width()) + 20;
+    let height = rows.len() as u64 * (side(first.original.height()) + 4) + 4;
+    if width.saturating_mul(height) > MAX_GRID_PIXELS {
+        return Err(EmbedError::Unsupported(format!(
+            "a {width}x{height} picture (scale {scale}) is over the {MAX_GRID_PIXELS}-pixel \
+             limit: lower --scale or pass fewer images"
+        )));
+    }
+    let scale = scale.max(1);
     let (w, h) = (
         first.original.width() * scale,
         first.original.height() * scale,
@@ -273,5 +288,5 @@ pub fn grid(rows: &[Reconstruction], scale: u32) -> RgbImage {
             }
         }
     }
-    out
+    Ok(out)
 }

@@ -21,7 +21,27 @@ use burn::prelude::*;
 
 use crate::error::CheckpointError;
 
+mod pickle;
 mod state_dict;
+mod torch;
+
+/// Opens `path` for reading if it is a regular file (after following symlinks): a FIFO, a
+/// device or a directory is an error instead of a read that hangs or never ends. The open
+/// itself does not block on a FIFO.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, FIFO or device)",
+        ));
+    }
+    Ok(file)
+}
 
 pub use state_dict::{Entry, StateDict};
 

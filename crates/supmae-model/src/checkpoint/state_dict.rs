@@ -5,18 +5,39 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn_store::TensorSnapshot;
-use burn_store::pytorch::PytorchReader;
 
+use super::torch::{Record, TensorRef, TorchFile, read_values};
 use crate::error::CheckpointError;
 
 /// One tensor of a state dict: official key, PyTorch-layout shape, `f32` values.
 pub type Entry = (String, Vec<usize>, Vec<f32>);
 
+/// Where a tensor's values are: in a `torch.save` file (read on demand), or in memory.
+#[derive(Debug, Clone)]
+enum Stored {
+    Torch(TensorRef, Record),
+    Data(TensorData),
+}
+
+impl Stored {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Self::Torch(t, _) => t.shape.clone(),
+            Self::Data(d) => d.shape.to_vec(),
+        }
+    }
+    fn is_float(&self) -> bool {
+        match self {
+            Self::Torch(t, _) => t.dtype.is_float(),
+            Self::Data(d) => d.dtype.is_float(),
+        }
+    }
+}
+
 /// A PyTorch state dict read from disk: official key → tensor (read lazily).
 pub struct StateDict {
     path: PathBuf,
-    tensors: BTreeMap<String, TensorSnapshot>,
+    tensors: BTreeMap<String, Stored>,
 }
 
 impl std::fmt::Debug for StateDict {
@@ -31,17 +52,29 @@ impl std::fmt::Debug for StateDict {
 impl StateDict {
     /// Reads a `.pth` / `.pt` file written by `torch.save`, either a bare state dict or a
     /// dict holding it under `model` (or `state_dict`).
+    ///
+    /// The reader is strict and bounded (see `docs/decisions.md`): a corrupt, truncated or
+    /// inconsistent file (CRC mismatch, missing or short storage, negative offsets, a
+    /// global outside the allowlist, a pickle over its budgets) is a
+    /// [`CheckpointError::Format`] naming the problem; nothing is allocated from a declared
+    /// size before it is checked against the bytes stored.
     pub fn from_pytorch(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref().to_path_buf();
         if let Err(source) = std::fs::metadata(&path) {
             return Err(CheckpointError::Io { path, source });
         }
-        let reader = PytorchReader::new(&path).map_err(|e| CheckpointError::Format {
+        let file = TorchFile::open(&path).map_err(|message| CheckpointError::Format {
             path: path.clone(),
-            message: e.to_string(),
+            message,
         })?;
-        let mut tensors: BTreeMap<String, TensorSnapshot> =
-            reader.into_tensors().into_iter().collect();
+        let mut tensors: BTreeMap<String, Stored> = file
+            .tensors
+            .into_iter()
+            .map(|(k, t)| {
+                let rec = file.records[&t.storage];
+                (k, Stored::Torch(t, rec))
+            })
+            .collect();
         for wrapper in ["model.", "state_dict.", "model_state_dict."] {
             if !tensors.is_empty() && tensors.keys().any(|k| k.starts_with(wrapper)) {
                 tensors = tensors
@@ -81,7 +114,7 @@ impl StateDict {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         let mut head = [0u8; 9];
-        let n = std::fs::File::open(path)
+        let n = super::open_regular(path)
             .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
             .map_err(|source| CheckpointError::Io {
                 path: path.to_path_buf(),
@@ -98,10 +131,13 @@ impl StateDict {
     /// Reads a safetensors file (float tensors of any precision, integer counters).
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let mut bytes = Vec::new();
+        super::open_regular(&path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+            .map_err(|source| CheckpointError::Io {
+                path: path.clone(),
+                source,
+            })?;
         let bad = |message: String| CheckpointError::Format {
             path: path.clone(),
             message,
@@ -126,13 +162,7 @@ impl StateDict {
             };
             let data =
                 TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
-            let snapshot = TensorSnapshot::from_data(
-                data,
-                key.split('.').map(str::to_string).collect(),
-                Vec::new(),
-                burn::module::ParamId::new(),
-            );
-            tensors.insert(key, snapshot);
+            tensors.insert(key, Stored::Data(data));
         }
         if tensors.is_empty() {
             return Err(bad("the file holds no tensors".into()));
@@ -145,32 +175,21 @@ impl StateDict {
     pub fn write_safetensors(&self, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
         let path = path.as_ref();
         let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        for (key, snapshot) in &self.tensors {
-            let data = snapshot.to_data().map_err(|e| CheckpointError::DType {
-                key: key.clone(),
-                message: format!("{e:?}"),
-            })?;
-            let shape = data.shape.to_vec();
-            let (dtype, bytes) =
-                if data.dtype.is_float() {
-                    let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| {
-                        CheckpointError::DType {
-                            key: key.clone(),
-                            message: format!("{e:?}"),
-                        }
-                    })?;
-                    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    (safetensors::Dtype::F32, bytes)
-                } else {
-                    let values = data.convert::<i64>().to_vec::<i64>().map_err(|e| {
-                        CheckpointError::DType {
-                            key: key.clone(),
-                            message: format!("{e:?}"),
-                        }
-                    })?;
-                    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    (safetensors::Dtype::I64, bytes)
-                };
+        for key in self.tensors.keys() {
+            let (values, shape) = self.read_f64(key)?;
+            let (dtype, bytes) = if self.tensors[key].is_float() {
+                let bytes = values
+                    .iter()
+                    .flat_map(|&v| (v as f32).to_le_bytes())
+                    .collect();
+                (safetensors::Dtype::F32, bytes)
+            } else {
+                let bytes = values
+                    .iter()
+                    .flat_map(|&v| (v as i64).to_le_bytes())
+                    .collect();
+                (safetensors::Dtype::I64, bytes)
+            };
             owned.push((key.clone(), dtype, shape, bytes));
         }
         let io = |source| CheckpointError::Io {
@@ -206,13 +225,10 @@ impl StateDict {
 
     /// Adds an integer counter (e.g. BatchNorm's `num_batches_tracked`, a 0-d int64).
     pub fn insert_i64(&mut self, key: &str, values: Vec<i64>, shape: Vec<usize>) {
-        let snapshot = TensorSnapshot::from_data(
-            TensorData::new(values, shape),
-            key.split('.').map(str::to_string).collect(),
-            Vec::new(),
-            burn::module::ParamId::new(),
+        self.tensors.insert(
+            key.to_string(),
+            Stored::Data(TensorData::new(values, shape)),
         );
-        self.tensors.insert(key.to_string(), snapshot);
     }
 
     /// Where the state dict was read from.
@@ -232,7 +248,7 @@ impl StateDict {
 
     /// The PyTorch-layout shape of `key`.
     pub fn shape(&self, key: &str) -> Option<Vec<usize>> {
-        self.tensors.get(key).map(|t| t.shape.to_vec())
+        self.tensors.get(key).map(Stored::shape)
     }
 
     /// Number of tensors.
@@ -247,38 +263,46 @@ impl StateDict {
 
     /// Reads one tensor as `f32` values, in PyTorch layout.
     pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>), CheckpointError> {
-        let snapshot = self
+        let (values, shape) = self.read_f64(key)?;
+        Ok((values.into_iter().map(|v| v as f32).collect(), shape))
+    }
+
+    /// Reads one tensor's values (exact for every float type and for integers up to 2^53).
+    fn read_f64(&self, key: &str) -> Result<(Vec<f64>, Vec<usize>), CheckpointError> {
+        let stored = self
             .tensors
             .get(key)
             .ok_or_else(|| CheckpointError::KeyMismatch {
                 missing: vec![key.to_string()],
                 unexpected: vec![],
             })?;
-        let data = snapshot.to_data().map_err(|e| CheckpointError::DType {
+        let dtype_error = |e| CheckpointError::DType {
             key: key.to_string(),
             message: format!("{e:?}"),
-        })?;
-        let shape = data.shape.to_vec();
-        let values = data
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| CheckpointError::DType {
-                key: key.to_string(),
-                message: format!("{e:?}"),
-            })?;
-        Ok((values, shape))
+        };
+        match stored {
+            Stored::Torch(t, rec) => {
+                let values = read_values(&self.path, t, *rec).map_err(|message| {
+                    CheckpointError::Format {
+                        path: self.path.clone(),
+                        message: format!("tensor `{key}`: {message}"),
+                    }
+                })?;
+                Ok((values, t.shape.clone()))
+            }
+            Stored::Data(data) => {
+                let values = data.clone().convert::<f64>().to_vec::<f64>();
+                Ok((values.map_err(dtype_error)?, data.shape.to_vec()))
+            }
+        }
     }
 
     /// Replaces (or adds) `key` with `f32` values in PyTorch layout.
     pub fn insert_f32(&mut self, key: &str, values: Vec<f32>, shape: Vec<usize>) {
-        let data = TensorData::new(values, shape);
-        let snapshot = TensorSnapshot::from_data(
-            data,
-            key.split('.').map(str::to_string).collect(),
-            Vec::new(),
-            burn::module::ParamId::new(),
+        self.tensors.insert(
+            key.to_string(),
+            Stored::Data(TensorData::new(values, shape)),
         );
-        self.tensors.insert(key.to_string(), snapshot);
     }
 
     /// Drops every key for which `keep` is false.

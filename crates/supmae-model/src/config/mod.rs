@@ -165,6 +165,24 @@ impl MaeConfig {
 
     /// Checks every constraint the model relies on.
     pub fn validate(&self) -> Result<()> {
+        check_bounds(&[
+            ("img_size", self.img_size, MAX_IMG_SIZE),
+            ("in_chans", self.in_chans, MAX_IN_CHANS),
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("decoder_embed_dim", self.decoder_embed_dim, MAX_WIDTH),
+            ("depth", self.depth, MAX_DEPTH),
+            ("decoder_depth", self.decoder_depth, MAX_DEPTH),
+            (
+                "cls_head.num_classes",
+                self.cls_head.as_ref().map_or(0, |h| h.num_classes),
+                MAX_CLASSES,
+            ),
+            (
+                "cls_head.hidden",
+                self.cls_head.as_ref().map_or(0, |h| h.hidden),
+                MAX_WIDTH * 16,
+            ),
+        ])?;
         check_patching(self.img_size, self.patch_size, self.in_chans)?;
         check_width(
             "embed_dim",
@@ -210,7 +228,7 @@ impl MaeConfig {
                 return Err(invalid("cls_head.bn_momentum", "must be in [0, 1]"));
             }
         }
-        Ok(())
+        check_total(self.param_count())
     }
 
     /// Parameter counts, computed from the configuration without building the model.
@@ -289,6 +307,13 @@ impl VitConfig {
 
     /// Checks every constraint the model relies on.
     pub fn validate(&self) -> Result<()> {
+        check_bounds(&[
+            ("img_size", self.img_size, MAX_IMG_SIZE),
+            ("in_chans", self.in_chans, MAX_IN_CHANS),
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("depth", self.depth, MAX_DEPTH),
+            ("num_classes", self.num_classes, MAX_CLASSES),
+        ])?;
         check_patching(self.img_size, self.patch_size, self.in_chans)?;
         // The classifier's position embedding is learned, so any width works.
         check_width(
@@ -314,7 +339,7 @@ impl VitConfig {
         if !(self.head_init_std.is_finite() && self.head_init_std >= 0.0) {
             return Err(invalid("head_init_std", "must be finite and >= 0"));
         }
-        Ok(())
+        check_total(self.param_count())
     }
 
     /// Parameter counts, computed from the configuration without building the model.
@@ -404,8 +429,71 @@ fn check_width(
     Ok(())
 }
 
+/// Largest image side a config may ask for.
+pub const MAX_IMG_SIZE: usize = 1 << 14;
+/// Most input channels.
+pub const MAX_IN_CHANS: usize = 1 << 10;
+/// Widest encoder or decoder.
+pub const MAX_WIDTH: usize = 1 << 15;
+/// Deepest encoder or decoder.
+pub const MAX_DEPTH: usize = 1 << 10;
+/// Most classes.
+pub const MAX_CLASSES: usize = 1 << 24;
+/// Largest MLP ratio.
+pub const MAX_MLP_RATIO: f64 = 64.0;
+/// Default ceiling on a model's parameters and buffers (8 GB of `f32`; ViT-H has 632 M).
+pub const DEFAULT_MAX_PARAMS: u64 = 2_000_000_000;
+
+static MAX_PARAMS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_PARAMS);
+
+/// Raises (or lowers) the ceiling that every config's `validate` (and so every `init`)
+/// enforces on the number of parameters and buffers, for this process. The ceiling exists
+/// so that a config read from a file cannot make us allocate more than a stated amount;
+/// raising it is the explicit override for genuinely larger models.
+pub fn set_max_params(max: u64) {
+    MAX_PARAMS.store(max, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The ceiling [`set_max_params`] sets ([`DEFAULT_MAX_PARAMS`] unless changed).
+pub fn max_params() -> u64 {
+    MAX_PARAMS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Each dimension against its ceiling, before any arithmetic on them (with every field
+/// under its ceiling, parameter counts fit in 64 bits).
+fn check_bounds(fields: &[(&'static str, usize, usize)]) -> Result<()> {
+    for &(field, value, max) in fields {
+        if value > max {
+            return Err(invalid(
+                field,
+                format!("({value}) is over the limit of {max}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_total(count: ParamCount) -> Result<()> {
+    let total = count.total() as u64;
+    if total > max_params() {
+        return Err(invalid(
+            "model size",
+            format!(
+                "{total} parameters and buffers ({:.1} GB as f32) is over the limit of {} \
+                 (raise it with `set_max_params` / `--max-params` if you mean it)",
+                total as f64 * 4e-9,
+                max_params()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_mlp_ratio(ratio: f64, smallest_dim: usize) -> Result<()> {
-    if !(ratio.is_finite() && ratio > 0.0) || mlp_hidden(smallest_dim, ratio) == 0 {
+    if !(ratio.is_finite() && ratio > 0.0 && ratio <= MAX_MLP_RATIO)
+        || mlp_hidden(smallest_dim, ratio) == 0
+    {
         return Err(invalid(
             "mlp_ratio",
             format!("({ratio}) must be finite and give an MLP width of at least 1"),

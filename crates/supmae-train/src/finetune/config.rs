@@ -128,6 +128,15 @@ impl FinetuneConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: String| Err(TrainError::InvalidConfig { field, reason });
         self.model.validate()?;
+        crate::config::check_limits(&crate::config::RunLimits {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            accum_iter: self.accum_iter,
+            data_threads: self.data_threads,
+            weight_decay: self.weight_decay,
+            warmup_epochs: self.warmup_epochs,
+            min_lr: self.min_lr,
+        })?;
         if self.epochs == 0 || self.batch_size == 0 || self.accum_iter == 0 {
             return bad(
                 "epochs",

@@ -385,7 +385,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
     fn save(&self, file: &str) -> Result<PathBuf> {
         let path = self.run.file(file);
         let meta = ClassifierMeta {
-            format: 1,
+            format: crate::checkpoint::FORMAT,
             kind: ClassifierKind::Finetune,
             model: self.config.model.clone(),
             data: self.config.data.clone(),

@@ -60,9 +60,13 @@ impl<B: AutodiffBackend> Finetuner<B> {
         check_peer_count(config.peers, &peers)?;
         let spec = run_spec(&config, &peers);
         let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
-        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
-            .map_err(|e| bad("model record", e.to_string()))?;
-        let model = config.model.init::<B>(&device)?.load_record(record);
+        let model = crate::checkpoint::load_model::<B, _>(
+            &path,
+            parts.model,
+            config.model.param_count().total(),
+            || config.model.init::<B>(&device),
+            &device,
+        )?;
         let (mut groups, group_of) = optimizer_groups(&model, &config);
         let records = crate::checkpoint::unpack(&parts.optim_decay)
             .filter(|r| r.len() == groups.len())

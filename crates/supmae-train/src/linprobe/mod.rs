@@ -129,6 +129,15 @@ impl LinprobeConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason: String| Err(TrainError::InvalidConfig { field, reason });
         self.model.validate()?;
+        crate::config::check_limits(&crate::config::RunLimits {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            accum_iter: self.accum_iter,
+            data_threads: self.data_threads,
+            weight_decay: self.lars.weight_decay,
+            warmup_epochs: self.warmup_epochs,
+            min_lr: self.min_lr,
+        })?;
         if self.model.global_pool {
             return bad(
                 "model.global_pool",
@@ -485,7 +494,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
     fn save(&self, file: &str) -> Result<PathBuf> {
         let path = self.run.file(file);
         let meta = ClassifierMeta {
-            format: 1,
+            format: crate::checkpoint::FORMAT,
             kind: ClassifierKind::Linprobe,
             model: self.config.model.clone(),
             data: self.config.data.clone(),

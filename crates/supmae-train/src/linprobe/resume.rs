@@ -61,13 +61,18 @@ impl<B: AutodiffBackend> LinearProber<B> {
         check_peer_count(config.peers, &peers)?;
         let spec = run_spec(&config, &peers);
         let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
-        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
-            .map_err(|e| bad("model record", e.to_string()))?;
-        let model = LinearProbe {
-            bn: ProbeNorm::new(config.model.embed_dim, &device),
-            encoder: config.model.init::<B>(&device)?,
-        }
-        .load_record(record);
+        let model = crate::checkpoint::load_model::<B, _>(
+            &path,
+            parts.model,
+            config.model.param_count().total(),
+            || {
+                Ok(LinearProbe {
+                    bn: ProbeNorm::new(config.model.embed_dim, &device),
+                    encoder: config.model.init::<B>(&device)?,
+                })
+            },
+            &device,
+        )?;
         let (d, c) = (config.model.embed_dim, config.model.num_classes);
         let [mw, mb] = crate::checkpoint::unpack(&parts.optim_decay)
             .and_then(|r| <[Vec<u8>; 2]>::try_from(r).ok())

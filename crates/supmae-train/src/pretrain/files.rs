@@ -5,6 +5,7 @@
 use super::*;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Meta {
     format: u32,
     config: PretrainConfig,
@@ -27,10 +28,17 @@ fn read_checkpoint(out_dir: &Path) -> Result<(CheckpointParts, Meta)> {
 fn read_checkpoint_file(path: &Path) -> Result<(CheckpointParts, Meta)> {
     let path = path.to_path_buf();
     let parts = CheckpointParts::read(&path)?;
-    let meta = serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
-        path,
+    let meta: Meta = serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
+        path: path.clone(),
         reason: format!("bad metadata: {e}"),
     })?;
+    crate::checkpoint::check_format(meta.format, &path)?;
+    crate::checkpoint::check_counters(
+        meta.epochs_done,
+        meta.config.epochs,
+        meta.history.len(),
+        &path,
+    )?;
     Ok((parts, meta))
 }
 
@@ -62,14 +70,14 @@ pub fn load_pretrained<B: Backend>(
     let file = crate::run_dir::checkpoint_in(path);
     let (parts, meta) = read_checkpoint_file(&file)?;
     meta.config.validate()?;
-    let model = meta.config.model.init::<B>(device)?;
-    let record = Recorder::<B>::load(&Rec::new(), parts.model, device).map_err(|e| {
-        TrainError::Checkpoint {
-            path: file.clone(),
-            reason: format!("model record: {e}"),
-        }
-    })?;
-    Ok((model.load_record(record), meta.config))
+    let model = crate::checkpoint::load_model::<B, _>(
+        &file,
+        parts.model,
+        meta.config.model.param_count().total(),
+        || meta.config.model.init::<B>(device),
+        device,
+    )?;
+    Ok((model, meta.config))
 }
 
 /// The integer buffers (`num_batches_tracked`) a pre-training checkpoint keeps beside the
@@ -195,10 +203,13 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             ));
         }
         meta.config.validate()?;
-        let model = meta.config.model.init::<B>(&device)?;
-        let record = Recorder::<B>::load(&Rec::new(), parts.model, &device)
-            .map_err(|e| bad("model record", e.to_string()))?;
-        let model = model.load_record(record);
+        let model = crate::checkpoint::load_model::<B, _>(
+            &path,
+            parts.model,
+            meta.config.model.param_count().total(),
+            || meta.config.model.init::<B>(&device),
+            &device,
+        )?;
         let mut trainer = Self::assemble(
             meta.config,
             model,
@@ -232,7 +243,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             reason: e,
         };
         let meta = Meta {
-            format: 1,
+            format: crate::checkpoint::FORMAT,
             config: self.config.clone(),
             epochs_done: self.epochs_done,
             history: self.history.clone(),
