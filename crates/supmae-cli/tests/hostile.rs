@@ -4,8 +4,9 @@
 //! The files are generated at test time by `tests/hostile/make_corpus.py` (Python standard
 //! library only) from the committed PyTorch fixtures and a tiny pre-training run made here.
 //! Every case asserts its exact outcome: success, or a failure whose output names the
-//! problem; never a panic, a signal, a hang (60 s) or more than 512 MB of resident memory
-//! (measured by GNU time's maximum RSS).
+//! problem; never a panic, a signal, a hang (60 s, enforced by coreutils' `timeout`) or more
+//! than 512 MB of resident memory (measured by GNU time's maximum RSS, which covers the
+//! program under `timeout`).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -69,6 +70,12 @@ fn tiny_run(dir: &Path) -> PathBuf {
     run
 }
 
+/// The program under test: this build's, or `SUPMAE_HOSTILE_BIN` (to show what an older
+/// build did with the same corpus).
+fn binary() -> OsString {
+    std::env::var_os("SUPMAE_HOSTILE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_supmae").into())
+}
+
 struct Outcome {
     code: Option<i32>,
     output: String,
@@ -86,7 +93,10 @@ fn run(args: &[OsString], with_backend: bool, scratch: &Path) -> Outcome {
         .arg("%M")
         .arg("-o")
         .arg(&rss_file)
-        .arg(env!("CARGO_BIN_EXE_supmae"))
+        .arg("timeout")
+        .arg("--signal=KILL")
+        .arg(TIMEOUT.as_secs().to_string())
+        .arg(binary())
         .args(args)
         .args(if with_backend {
             &["--backend", "flex"][..]
@@ -98,11 +108,10 @@ fn run(args: &[OsString], with_backend: bool, scratch: &Path) -> Outcome {
         .stderr(Stdio::piped())
         .spawn()
         .expect("GNU time (/usr/bin/time) runs supmae");
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > TIMEOUT {
+    // `timeout` (coreutils) kills the program itself at the limit, so the pipes close and
+    // GNU time still reports; the extra margin here only guards the harness.
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > TIMEOUT + Duration::from_secs(30) {
             let _ = child.kill();
             break;
         }
@@ -118,7 +127,10 @@ fn run(args: &[OsString], with_backend: bool, scratch: &Path) -> Outcome {
         .last()
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or(u64::MAX);
-    let signalled = timing.contains("terminated by signal");
+    // A kill by `timeout` shows as its exit status 137; a signal inside supmae (abort,
+    // stack overflow) as 128 + the signal.
+    let signalled =
+        timing.contains("terminated by signal") || out.status.code().is_some_and(|c| c > 128);
     Outcome {
         code: if signalled { None } else { out.status.code() },
         output: format!(

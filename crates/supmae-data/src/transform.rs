@@ -517,3 +517,24 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod resize_bound_tests {
+    use super::*;
+
+    #[test]
+    fn an_extreme_aspect_ratio_is_an_error_not_a_huge_resize() {
+        let image = Image8 {
+            width: 1,
+            height: 2_000_000,
+            channels: 3,
+            pixels: vec![128; 6_000_000],
+        };
+        let t = Transform::eval(28);
+        let mut out = vec![0.0; t.output_len()];
+        let err = t
+            .apply(&image, &mut SampleRng::new(0), &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("extreme aspect ratio"), "{err}");
+    }
+}

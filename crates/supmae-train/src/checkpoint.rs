@@ -205,7 +205,7 @@ pub(crate) fn load_model<B, M>(
 ) -> Result<M>
 where
     B: burn::prelude::Backend,
-    M: burn::module::Module<B>,
+    M: supmae_model::checkpoint::BlockCounts<B>,
 {
     use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
     type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
@@ -224,6 +224,13 @@ where
     let expected = supmae_model::checkpoint::param_keys(&fresh);
     let record = Recorder::<B>::load(&Rec::new(), bytes, device)
         .map_err(|e| bad(format!("model record: {e}")))?;
+    for (list, expected, found) in fresh.block_counts(&record) {
+        if expected != found {
+            return Err(bad(format!(
+                "model record: {found} `{list}` but the metadata's model has {expected}"
+            )));
+        }
+    }
     let model = fresh.load_record(record);
     let found = supmae_model::checkpoint::param_keys(&model);
     for (e, f) in expected.iter().zip(&found) {

@@ -174,6 +174,12 @@ pub fn lars_update<B: Backend, const D: usize>(
     (param - mu.clone().mul_scalar(lr), mu)
 }
 
+impl<B: Backend> supmae_model::checkpoint::BlockCounts<B> for LinearProbe<B> {
+    fn block_counts(&self, record: &Self::Record) -> Vec<(&'static str, usize, usize)> {
+        self.encoder.block_counts(&record.encoder)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,7 +327,8 @@ def main():
     png("ok.png", 28, 28)
     ck = os.path.join(RUN, "checkpoint.ckpt")
     tall = png("tall.png", 1, 2_000_000)
-    case("image_1x2000000_png", ["reconstruct", "--checkpoint", ck, "--image", tall, "--out",
+    # An official-style file: evaluation resize (shorter side, then centre crop).
+    case("image_1x2000000_png", ["reconstruct", "--checkpoint", tiny, "--image", tall, "--out",
                                  path("tall.out.png")], "error", "extreme aspect ratio")
     case("image_declares_100k_by_100k", ["reconstruct", "--checkpoint", ck, "--image",
                                          png("bomb.png", 100_000, 100_000, rows=b""), "--out",

@@ -444,3 +444,30 @@ pub fn param_keys<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamKey> {
     module.visit(&mut keys);
     keys.out
 }
+
+/// The lengths of a module's lists of blocks next to a record's, so a record with more or
+/// fewer blocks than the config is a typed error before Burn's `load_record` (which
+/// asserts on a length mismatch) sees it.
+pub trait BlockCounts<B: Backend>: Module<B> {
+    /// `(list name, blocks in the module, blocks in the record)` for every list of blocks.
+    fn block_counts(&self, record: &Self::Record) -> Vec<(&'static str, usize, usize)>;
+}
+
+impl<B: Backend> BlockCounts<B> for crate::SupMae<B> {
+    fn block_counts(&self, record: &Self::Record) -> Vec<(&'static str, usize, usize)> {
+        vec![
+            ("blocks", self.blocks.len(), record.blocks.len()),
+            (
+                "decoder_blocks",
+                self.decoder_blocks.len(),
+                record.decoder_blocks.len(),
+            ),
+        ]
+    }
+}
+
+impl<B: Backend> BlockCounts<B> for crate::VitClassifier<B> {
+    fn block_counts(&self, record: &Self::Record) -> Vec<(&'static str, usize, usize)> {
+        vec![("blocks", self.blocks.len(), record.blocks.len())]
+    }
+}
