@@ -11,8 +11,14 @@ use super::torch::{Dtype, TensorRef};
 
 /// Largest nesting of dicts [`Pickle::tensors`] descends into.
 pub const MAX_DEPTH: usize = 64;
-/// Most objects [`Pickle::tensors`] visits (memo references count every time).
-pub const MAX_VISITS: usize = 4 << 20;
+/// Most dict entries [`Pickle::tensors`] visits (memo references count every time).
+pub const MAX_VISITS: usize = 1 << 20;
+/// Most tensors a state dict may hold (ViT-H with optimizer state has a few thousand).
+pub const MAX_TENSORS: usize = 1 << 16;
+/// Most bytes of tensor names in all.
+pub const MAX_KEY_BYTES: usize = 16 << 20;
+/// Most objects a pickle may create (each arena slot is 32 bytes).
+pub const MAX_OBJECTS: usize = 4 << 20;
 /// Largest integer a `LONG1`/`LONG4` opcode may encode, in bytes.
 const MAX_LONG_BYTES: usize = 8;
 
@@ -69,21 +75,21 @@ fn global(module: &str, name: &str) -> Result<Global, String> {
     }
 }
 
-/// An object in the arena.
+/// An object in the arena (32 bytes; strings live in one shared buffer).
 #[derive(Debug)]
 enum Node {
-    Str(String),
+    /// `texts[at..at + len]`.
+    Str {
+        at: usize,
+        len: usize,
+    },
     Bytes,
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     /// A storage named by a persistent id: its record key, dtype and element count.
-    Storage {
-        key: String,
-        dtype: Dtype,
-        numel: u64,
-    },
-    Tensor(TensorRef),
+    Storage(Box<(String, Dtype, u64)>),
+    Tensor(Box<TensorRef>),
     Opaque,
 }
 
@@ -91,6 +97,7 @@ enum Node {
 #[derive(Debug)]
 pub struct Pickle {
     arena: Vec<Node>,
+    texts: String,
     top: Value,
 }
 
@@ -136,15 +143,21 @@ impl<'a> Reader<'a> {
 
 struct Machine {
     arena: Vec<Node>,
+    texts: String,
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: std::collections::HashMap<u32, Value>,
 }
 
 impl Machine {
-    fn alloc(&mut self, node: Node) -> Value {
+    fn alloc(&mut self, node: Node) -> Result<Value, String> {
+        if self.arena.len() >= MAX_OBJECTS {
+            return Err(format!(
+                "the pickle creates more than {MAX_OBJECTS} objects"
+            ));
+        }
         self.arena.push(node);
-        Value::Obj(self.arena.len() - 1)
+        Ok(Value::Obj(self.arena.len() - 1))
     }
     fn pop(&mut self) -> Result<Value, String> {
         match self.stack.pop() {
@@ -167,8 +180,8 @@ impl Machine {
     }
     fn str_of(&self, v: Value) -> Option<&str> {
         match v {
-            Value::Obj(i) => match &self.arena[i] {
-                Node::Str(s) => Some(s),
+            Value::Obj(i) => match self.arena[i] {
+                Node::Str { at, len } => Some(&self.texts[at..at + len]),
                 _ => None,
             },
             _ => None,
@@ -205,8 +218,8 @@ impl Machine {
             .ok_or("REDUCE arguments are not a tuple")?
             .to_vec();
         match g {
-            Global::OrderedDict => Ok(self.alloc(Node::Dict(Vec::new()))),
-            Global::Opaque => Ok(self.alloc(Node::Opaque)),
+            Global::OrderedDict => self.alloc(Node::Dict(Vec::new())),
+            Global::Opaque => self.alloc(Node::Opaque),
             Global::Storage(_) => Err("a storage type called directly".into()),
             Global::RebuildParameter => match args.first() {
                 Some(&v @ Value::Obj(i)) if matches!(self.arena[i], Node::Tensor(_)) => Ok(v),
@@ -219,9 +232,10 @@ impl Machine {
                 let Value::Obj(s) = storage else {
                     return Err("_rebuild_tensor_v2 without a storage".into());
                 };
-                let Node::Storage { key, dtype, numel } = &self.arena[s] else {
+                let Node::Storage(storage) = &self.arena[s] else {
                     return Err("_rebuild_tensor_v2 without a storage".into());
                 };
+                let (key, dtype, numel) = &**storage;
                 let Value::Int(offset) = offset else {
                     return Err("tensor storage offset is not an integer".into());
                 };
@@ -229,7 +243,7 @@ impl Machine {
                 let shape = self.ints(size, "shape")?;
                 let stride = self.ints(stride, "stride")?;
                 let t = TensorRef::new(key, dtype, numel, offset, &shape, &stride)?;
-                Ok(self.alloc(Node::Tensor(t)))
+                self.alloc(Node::Tensor(Box::new(t)))
             }
         }
     }
@@ -253,7 +267,7 @@ impl Machine {
             return Err("a storage size is not an integer".into());
         };
         let numel = u64::try_from(numel).map_err(|_| format!("storage {key} has negative size"))?;
-        Ok(self.alloc(Node::Storage { key, dtype, numel }))
+        self.alloc(Node::Storage(Box::new((key, dtype, numel))))
     }
 }
 
@@ -266,6 +280,7 @@ impl Pickle {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: Default::default(),
+            texts: String::new(),
         };
         loop {
             let at = r.pos;
@@ -323,7 +338,9 @@ impl Pickle {
                     };
                     let s = std::str::from_utf8(r.take(n)?)
                         .map_err(|_| format!("a string at byte {at} is not UTF-8"))?;
-                    let v = m.alloc(Node::Str(s.to_string()));
+                    let at = m.texts.len();
+                    m.texts.push_str(s);
+                    let v = m.alloc(Node::Str { at, len: s.len() })?;
                     m.stack.push(v);
                 }
                 b'B' | b'C' | 0x8e | b'T' | b'U' => {
@@ -333,23 +350,23 @@ impl Pickle {
                         _ => r.len8()?,
                     };
                     r.take(n)?;
-                    let v = m.alloc(Node::Bytes);
+                    let v = m.alloc(Node::Bytes)?;
                     m.stack.push(v);
                 }
                 b'}' => {
-                    let v = m.alloc(Node::Dict(Vec::new()));
+                    let v = m.alloc(Node::Dict(Vec::new()))?;
                     m.stack.push(v);
                 }
                 b']' => {
-                    let v = m.alloc(Node::List(Vec::new()));
+                    let v = m.alloc(Node::List(Vec::new()))?;
                     m.stack.push(v);
                 }
                 b')' => {
-                    let v = m.alloc(Node::Tuple(Vec::new()));
+                    let v = m.alloc(Node::Tuple(Vec::new()))?;
                     m.stack.push(v);
                 }
                 0x8f => {
-                    let v = m.alloc(Node::List(Vec::new())); // EMPTY_SET
+                    let v = m.alloc(Node::List(Vec::new()))?; // EMPTY_SET
                     m.stack.push(v);
                 }
                 b't' | b'l' | 0x91 => {
@@ -358,7 +375,7 @@ impl Pickle {
                         Node::Tuple(items)
                     } else {
                         Node::List(items)
-                    });
+                    })?;
                     m.stack.push(v);
                 }
                 0x85..=0x87 => {
@@ -368,7 +385,7 @@ impl Pickle {
                         items.push(m.pop()?);
                     }
                     items.reverse();
-                    let v = m.alloc(Node::Tuple(items));
+                    let v = m.alloc(Node::Tuple(items))?;
                     m.stack.push(v);
                 }
                 b'd' => {
@@ -377,20 +394,26 @@ impl Pickle {
                         return Err(format!("DICT with an odd number of items at byte {at}"));
                     }
                     let pairs = items.chunks(2).map(|p| (p[0], p[1])).collect();
-                    let v = m.alloc(Node::Dict(pairs));
+                    let v = m.alloc(Node::Dict(pairs))?;
                     m.stack.push(v);
                 }
                 b'a' => {
                     let item = m.pop()?;
                     match m.top_mut()? {
-                        Node::List(l) => l.push(item),
+                        Node::List(l) => {
+                            l.reserve_exact(1);
+                            l.push(item);
+                        }
                         _ => return Err(format!("APPEND to a non-list at byte {at}")),
                     }
                 }
                 b'e' | 0x90 => {
                     let items = m.pop_mark()?;
                     match m.top_mut()? {
-                        Node::List(l) => l.extend(items),
+                        Node::List(l) => {
+                            l.reserve_exact(items.len());
+                            l.extend(items);
+                        }
                         Node::Opaque => {}
                         _ => return Err(format!("APPENDS to a non-list at byte {at}")),
                     }
@@ -407,7 +430,10 @@ impl Pickle {
                         return Err(format!("SETITEMS with an odd number of items at byte {at}"));
                     }
                     match m.top_mut()? {
-                        Node::Dict(d) => d.extend(items.chunks(2).map(|p| (p[0], p[1]))),
+                        Node::Dict(d) => {
+                            d.reserve_exact(items.len() / 2);
+                            d.extend(items.chunks(2).map(|p| (p[0], p[1])));
+                        }
                         Node::Opaque => {}
                         _ => return Err(format!("SETITEM on a non-dict at byte {at}")),
                     }
@@ -476,45 +502,52 @@ impl Pickle {
         let top = m.stack.pop().ok_or("the pickle is empty")?;
         Ok(Self {
             arena: m.arena,
+            texts: m.texts,
             top,
         })
     }
 
     /// Every tensor reachable through (nested) dicts from the top object, keyed by the
-    /// dotted path (`model.blocks.0.attn.qkv.weight`). Errors on depth or visit budgets.
+    /// dotted path (`model.blocks.0.attn.qkv.weight`). Errors on the depth, visit, tensor
+    /// and key-length budgets; a path's text is built only for a tensor.
     pub fn tensors(&self) -> Result<Vec<(String, TensorRef)>, String> {
         let mut out = Vec::new();
-        let mut visits = 0usize;
-        let mut todo = vec![(self.top, String::new(), 0usize)];
-        while let Some((value, prefix, depth)) = todo.pop() {
-            visits += 1;
-            if visits > MAX_VISITS {
-                return Err(format!(
-                    "the pickle's object graph has more than {MAX_VISITS} objects (memo \
-                     references re-used over and over?)"
-                ));
-            }
+        let mut key_bytes = 0usize;
+        // (parent path, key) per dict entry pushed; the root is `usize::MAX`.
+        let mut paths: Vec<(usize, Value)> = Vec::new();
+        let mut todo = vec![(self.top, usize::MAX, 0usize)];
+        while let Some((value, path, depth)) = todo.pop() {
             let Value::Obj(i) = value else { continue };
             match &self.arena[i] {
-                Node::Tensor(t) => out.push((prefix, t.clone())),
+                Node::Tensor(t) => {
+                    if out.len() >= MAX_TENSORS {
+                        return Err(format!("more than {MAX_TENSORS} tensors"));
+                    }
+                    let key = self.path_text(&paths, path);
+                    key_bytes += key.len();
+                    if key_bytes > MAX_KEY_BYTES {
+                        return Err(format!(
+                            "tensor names longer than {MAX_KEY_BYTES} bytes in all"
+                        ));
+                    }
+                    out.push((key, (**t).clone()));
+                }
                 Node::Dict(items) => {
                     if depth >= MAX_DEPTH {
                         return Err(format!("dicts nested deeper than {MAX_DEPTH} levels"));
                     }
                     for &(k, v) in items.iter().rev() {
-                        let name = match k {
-                            Value::Int(n) => n.to_string(),
-                            k => match self.str_of(k) {
-                                Some(s) => s.to_string(),
-                                None => continue,
-                            },
-                        };
-                        let key = if prefix.is_empty() {
-                            name
-                        } else {
-                            format!("{prefix}.{name}")
-                        };
-                        todo.push((v, key, depth + 1));
+                        if !matches!(k, Value::Int(_)) && self.str_of(k).is_none() {
+                            continue;
+                        }
+                        if paths.len() >= MAX_VISITS {
+                            return Err(format!(
+                                "the pickle's object graph has more than {MAX_VISITS} dict \
+                                 entries (memo references re-used over and over?)"
+                            ));
+                        }
+                        paths.push((path, k));
+                        todo.push((v, paths.len() - 1, depth + 1));
                     }
                 }
                 _ => {}
@@ -523,10 +556,25 @@ impl Pickle {
         Ok(out)
     }
 
+    /// The dotted text of path `at` (at most [`MAX_DEPTH`] keys).
+    fn path_text(&self, paths: &[(usize, Value)], mut at: usize) -> String {
+        let mut names = Vec::new();
+        while at != usize::MAX {
+            let (parent, key) = paths[at];
+            names.push(match key {
+                Value::Int(n) => n.to_string(),
+                k => self.str_of(k).unwrap_or_default().to_string(),
+            });
+            at = parent;
+        }
+        names.reverse();
+        names.join(".")
+    }
+
     fn str_of(&self, v: Value) -> Option<&str> {
         match v {
-            Value::Obj(i) => match &self.arena[i] {
-                Node::Str(s) => Some(s),
+            Value::Obj(i) => match self.arena[i] {
+                Node::Str { at, len } => Some(&self.texts[at..at + len]),
                 _ => None,
             },
             _ => None,

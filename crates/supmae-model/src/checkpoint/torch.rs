@@ -15,7 +15,7 @@ use super::pickle::Pickle;
 
 /// Largest `data.pkl` accepted (a ViT-H state dict's pickle is well under 1 MiB; optimizer
 /// state and training arguments add little).
-pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+pub const MAX_PICKLE_BYTES: u64 = 16 << 20;
 
 /// Element type of a storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
