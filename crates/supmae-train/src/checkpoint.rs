@@ -192,6 +192,58 @@ pub(crate) fn check_counters(
     Ok(())
 }
 
+thread_local! {
+    /// Set while [`decode_record`] runs: panics on this thread are not printed.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Decodes a Burn record (model or optimizer) from checkpoint bytes.
+///
+/// Burn 0.21 panics on some malformed records instead of returning an error (an invalid
+/// parameter id: `ParamId::deserialize`'s "Invalid id.", found by our fuzzer in re-checksummed
+/// files). Such a panic is caught here and returned as the error text; while decoding, the
+/// panic hook stays quiet on this thread (it is wrapped once, and defers to the previous
+/// hook everywhere else).
+pub(crate) fn decode_record<B, R>(
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> std::result::Result<R, String>
+where
+    B: burn::prelude::Backend,
+    R: burn::record::Record<B>,
+{
+    use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Recorder::<B>::load(
+            &NamedMpkBytesRecorder::<FullPrecisionSettings>::new(),
+            bytes,
+            device,
+        )
+    }));
+    QUIET_PANICS.with(|q| q.set(false));
+    match decoded {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(payload) => Err(format!(
+            "malformed record ({})",
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Burn panicked while decoding it".into())
+        )),
+    }
+}
+
 /// Builds a model with `init` and loads the model record `bytes` into it, refusing a record
 /// that does not fit: fewer bytes than `params` (the config's parameter count) need as
 /// `f32` (checked before `init` allocates anything), a parameter whose shape differs from
@@ -222,8 +274,8 @@ where
     }
     let fresh = init()?;
     let expected = supmae_model::checkpoint::param_keys(&fresh);
-    let record = Recorder::<B>::load(&Rec::new(), bytes, device)
-        .map_err(|e| bad(format!("model record: {e}")))?;
+    let record: M::Record =
+        decode_record::<B, _>(bytes, device).map_err(|e| bad(format!("model record: {e}")))?;
     for (list, expected, found) in fresh.block_counts(&record) {
         if expected != found {
             return Err(bad(format!(

@@ -223,6 +223,14 @@ def main():
         body += b"](" + (b"h" + bytes([level - 1])) * 10 + b"eq" + bytes([level])
     inspect("pickle_billion_laughs_lists", raw_pickle("laughs_list.pth", body + b"."),
             "no tensors")
+    inspect("pickle_stack_flood", raw_pickle("stack.pth", b"\x80\x02" + b"N" * 5_000_000 + b"."),
+            "stack or memo grows")
+    # MEMOIZE (protocol 4) adds a memo entry per byte.
+    inspect("pickle_memo_flood",
+            raw_pickle("memo_flood.pth", b"\x80\x04N" + b"\x94" * 4_300_000 + b"."),
+            "stack or memo grows")
+    inspect("pickle_over_16_mib", raw_pickle("big.pth", b"\x80\x02" + b"N0" * (9 << 20) + b"N."),
+            "over the 16777216-byte limit")
     deep = b"\x80\x02" + b"]" * 1_000_000 + b"a" * 999_999 + b"."
     inspect("pickle_nested_lists_1m", raw_pickle("deep_lists.pth", deep), "no tensors")
     deep = b"\x80\x02" + (b"}" + s("k")) * 1_000_000 + b"}" + b"s" * 1_000_000 + b"."

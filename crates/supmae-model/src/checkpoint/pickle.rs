@@ -285,6 +285,12 @@ impl Pickle {
         loop {
             let at = r.pos;
             let op = r.u8()?;
+            // The stack, marks and memo hold 16-byte values: bounded like the arena.
+            if m.stack.len().max(m.marks.len()).max(m.memo.len()) >= MAX_OBJECTS {
+                return Err(format!(
+                    "the pickle's stack or memo grows past {MAX_OBJECTS} entries (byte {at})"
+                ));
+            }
             match op {
                 0x80 => {
                     r.u8()?; // PROTO

@@ -81,8 +81,8 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 )
             })?;
         for (group, bytes) in groups.iter_mut().zip(records) {
-            let record = Recorder::<B>::load(&Rec::new(), bytes, &device)
-                .map_err(|e| bad("optimizer record", e.to_string()))?;
+            let record = crate::checkpoint::decode_record::<B, _>(bytes, &device)
+                .map_err(|e| bad("optimizer record", e))?;
             group.opt = group.opt.clone().load_record(record);
         }
         let trainer = Self {

@@ -220,10 +220,10 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             peer,
         )?;
         trainer.check_peers_agree()?;
-        let dec = Recorder::<B>::load(&Rec::new(), parts.optim_decay, &trainer.device)
-            .map_err(|e| bad("optimizer record", e.to_string()))?;
-        let nodec = Recorder::<B>::load(&Rec::new(), parts.optim_no_decay, &trainer.device)
-            .map_err(|e| bad("optimizer record", e.to_string()))?;
+        let dec = crate::checkpoint::decode_record::<B, _>(parts.optim_decay, &trainer.device)
+            .map_err(|e| bad("optimizer record", e))?;
+        let nodec = crate::checkpoint::decode_record::<B, _>(parts.optim_no_decay, &trainer.device)
+            .map_err(|e| bad("optimizer record", e))?;
         trainer.opt_decay = trainer.opt_decay.load_record(dec);
         trainer.opt_no_decay = trainer.opt_no_decay.load_record(nodec);
         trainer.epochs_done = meta.epochs_done;
