@@ -142,14 +142,16 @@ impl MaeConfig {
     /// Builds the model with the official initialisation (spec §1.11), drawing from the
     /// backend RNG as it stands. For reproducible weights use [`MaeConfig::init_seeded`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<SupMae<B>> {
-        crate::seeding::exclusive(|| self.build(device))
+        crate::seeding::exclusive(|| self.build(device).map(crate::seeding::materialize))
     }
 
     /// Builds the model with the official initialisation from the RNG stream of `seed`:
     /// the same seed gives the same weights, even while other threads initialise models
     /// (see [`crate::seeding`]).
     pub fn init_seeded<B: Backend>(&self, seed: u64, device: &B::Device) -> Result<SupMae<B>> {
-        crate::seeding::with_seed::<B, _>(device, seed, || self.build(device))
+        crate::seeding::with_seed::<B, _>(device, seed, || {
+            self.build(device).map(crate::seeding::materialize)
+        })
     }
 
     fn build<B: Backend>(&self, device: &B::Device) -> Result<SupMae<B>> {

@@ -25,6 +25,25 @@ pub fn exclusive<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Draws every lazily initialised parameter of `module` now. Burn's initializers create
+/// parameters that draw their random values on first use; without this, a model built under
+/// the lock would draw later, outside it, from whatever the process-wide RNG holds then
+/// (another thread's seeded stream, in a test binary or a server). Called inside the lock
+/// by every `init` / `init_seeded`.
+pub fn materialize<B: Backend, M: burn::module::Module<B>>(module: M) -> M {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+    module
+}
+
 /// Seeds the backend RNG with `seed` and runs `f` under the lock of [`exclusive`], so the
 /// random numbers `f` draws are exactly the stream of `seed`.
 pub fn with_seed<B: Backend, T>(device: &B::Device, seed: u64, f: impl FnOnce() -> T) -> T {

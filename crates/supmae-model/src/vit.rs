@@ -42,7 +42,7 @@ impl VitConfig {
     /// `head.weight ~ N(0, head_init_std²)` as MAE's fine-tuning does. Draws from the backend
     /// RNG as it stands; for reproducible weights use [`VitConfig::init_seeded`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<VitClassifier<B>> {
-        crate::seeding::exclusive(|| self.build(device))
+        crate::seeding::exclusive(|| self.build(device).map(crate::seeding::materialize))
     }
 
     /// [`VitConfig::init`] from the RNG stream of `seed`: the same seed gives the same
@@ -52,7 +52,9 @@ impl VitConfig {
         seed: u64,
         device: &B::Device,
     ) -> Result<VitClassifier<B>> {
-        crate::seeding::with_seed::<B, _>(device, seed, || self.build(device))
+        crate::seeding::with_seed::<B, _>(device, seed, || {
+            self.build(device).map(crate::seeding::materialize)
+        })
     }
 
     fn build<B: Backend>(&self, device: &B::Device) -> Result<VitClassifier<B>> {
