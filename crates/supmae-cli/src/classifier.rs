@@ -96,6 +96,10 @@ pub struct Common {
     /// Delete the run already in --out (if any) and start afresh
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Stop after epoch N of the run, checkpointed, and continue later with --resume (to fit
+    /// a cluster's time limit); the result is the uninterrupted run's
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stop_after: Option<u64>,
     #[command(flatten)]
     pub backend: BackendArg,
     #[command(flatten)]
@@ -328,11 +332,16 @@ fn run(c: &Common, default_out: &str, recipe: impl FnOnce(usize) -> Result<Recip
                 Overwrite::No
             }),
         },
+        stop_after: c
+            .stop_after
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         parallel: c.parallel.check()?,
     };
     let start = std::time::Instant::now();
     let history = cli(run_on(kind, job))??;
-    report(&history, start, &out_dir);
+    if c.parallel.is_first_process() {
+        report(&history, start, &out_dir);
+    }
     Ok(())
 }
 
@@ -356,10 +365,15 @@ fn resume(c: &Common, default_out: &str, linprobe: bool) -> Result<()> {
             out_dir: out_dir.clone(),
             linprobe,
         },
+        stop_after: c
+            .stop_after
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         parallel: c.parallel.check()?,
     };
     let history = cli(run_on(kind, job))??;
-    report(&history, start, &out_dir);
+    if c.parallel.is_first_process() {
+        report(&history, start, &out_dir);
+    }
     Ok(())
 }
 
@@ -432,6 +446,8 @@ enum Start {
 
 struct Job {
     start: Start,
+    /// `--stop-after`.
+    stop_after: Option<usize>,
     parallel: Parallel,
 }
 
@@ -479,7 +495,7 @@ impl Job {
                 if talk {
                     print_load_report(learner.load_report());
                 }
-                drive(learner, talk)
+                drive(learner, talk, self.stop_after)
             }
             Start::New {
                 recipe: Recipe::Linprobe(config),
@@ -497,7 +513,7 @@ impl Job {
                 if talk {
                     print_load_report(learner.load_report());
                 }
-                drive(learner, talk)
+                drive(learner, talk, self.stop_after)
             }
             Start::Resume {
                 out_dir,
@@ -511,7 +527,7 @@ impl Job {
                     }
                     _ => LinearProber::<B>::resume(out_dir, device),
                 };
-                drive(cli(learner)?.with_progress(progress), talk)
+                drive(cli(learner)?.with_progress(progress), talk, self.stop_after)
             }
             Start::Resume {
                 out_dir,
@@ -525,7 +541,7 @@ impl Job {
                     }
                     _ => Finetuner::<B>::resume(out_dir, device),
                 };
-                drive(cli(learner)?.with_progress(progress), talk)
+                drive(cli(learner)?.with_progress(progress), talk, self.stop_after)
             }
         }
     }
@@ -584,16 +600,25 @@ impl<B: AutodiffBackend> Learner for LinearProber<B> {
 }
 
 /// Runs the remaining epochs, printing each (rank 0).
-fn drive(mut learner: impl Learner, talk: bool) -> Result<Vec<ClassifierLog>> {
+/// Every epoch is checkpointed, so stopping early (`--stop-after`) needs nothing more.
+fn drive(
+    mut learner: impl Learner,
+    talk: bool,
+    stop_after: Option<usize>,
+) -> Result<Vec<ClassifierLog>> {
     let total = learner.total();
     if talk && learner.done() > 0 {
         eprintln!("resuming after epoch {} of {total}", learner.done());
     }
-    while learner.done() < total {
+    let stop = stop_after.map_or(total, |n| n.min(total));
+    while learner.done() < stop {
         let log = cli(learner.epoch())?;
         if talk {
             print_epoch(&log, total);
         }
+    }
+    if talk && stop < total {
+        eprintln!("stopped after epoch {stop} of {total}; continue with --resume");
     }
     Ok(learner.logs())
 }

@@ -75,10 +75,31 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     supmae::model::config::set_max_params(cli.max_params);
+    // Under an MPI launcher: this process's place in the run. Held here, on the main thread,
+    // until the command is over; dropping the last handle finalises MPI.
+    #[cfg(feature = "mpi")]
+    let mpi = match supmae::train::MpiWorld::from_launcher() {
+        Ok(world) => world.map(std::sync::Arc::new),
+        Err(e) => {
+            eprintln!("error: starting MPI: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    #[cfg(not(feature = "mpi"))]
+    let mpi: Option<std::sync::Arc<parallel::World>> = None;
     let result = match cli.command {
-        Command::Pretrain(a) => pretrain::run(a).map(|()| ExitCode::SUCCESS),
-        Command::Finetune(a) => classifier::finetune(a).map(|()| ExitCode::SUCCESS),
-        Command::Linprobe(a) => classifier::linprobe(a).map(|()| ExitCode::SUCCESS),
+        Command::Pretrain(mut a) => {
+            a.parallel.mpi = mpi.clone();
+            pretrain::run(a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Finetune(mut a) => {
+            a.common.parallel.mpi = mpi.clone();
+            classifier::finetune(a).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Linprobe(mut a) => {
+            a.common.parallel.mpi = mpi.clone();
+            classifier::linprobe(a).map(|()| ExitCode::SUCCESS)
+        }
         Command::Eval(a) => eval::run(a).map(|()| ExitCode::SUCCESS),
         Command::Reconstruct(a) => reconstruct::run(a).map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
@@ -105,8 +126,20 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
     };
-    result.unwrap_or_else(|e| {
+    let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
-    })
+    });
+    #[cfg(feature = "mpi")]
+    if let Some(world) = mpi {
+        // A failed process ends the whole run: the others may be waiting for it in an
+        // all-reduce. Otherwise every process finalises MPI here.
+        if code != ExitCode::SUCCESS && world.size() > 1 {
+            world.abort(1);
+        }
+        drop(world);
+    }
+    #[cfg(not(feature = "mpi"))]
+    let _ = mpi;
+    code
 }

@@ -103,6 +103,10 @@ pub struct Args {
     /// Delete the run already in --out (if any) and start afresh
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Stop after epoch N of the run, checkpointed, and continue later with --resume (to fit
+    /// a cluster's time limit); the result is the uninterrupted run's
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stop_after: Option<u64>,
     #[command(flatten)]
     pub backend: BackendArg,
     #[command(flatten)]
@@ -231,6 +235,7 @@ pub fn config(args: &Args) -> Result<(PretrainConfig, String)> {
 /// Runs `supmae pretrain`.
 pub fn run(args: Args) -> Result<()> {
     let parallel = args.parallel.check()?;
+    let parallel_first = parallel.is_first_process();
     check_resumable(&args)?;
     let (config, model_line) = if args.resume {
         (None, None)
@@ -251,10 +256,17 @@ pub fn run(args: Args) -> Result<()> {
             Overwrite::No
         }),
         epochs: args.epochs,
+        stop_after: args
+            .stop_after
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         progress: ProgressMode::auto(),
         parallel,
     };
+    let first_process = parallel_first;
     let summary = cli(run_on(kind, job))??;
+    if !first_process {
+        return Ok(());
+    }
     if let Some(last) = &summary.last {
         let first = summary.first.as_ref().map_or(last.rec_loss, |f| f.rec_loss);
         say!(
@@ -288,6 +300,8 @@ struct Job {
     target: NewRun,
     /// `--epochs` given with `--resume`.
     epochs: Option<usize>,
+    /// `--stop-after`.
+    stop_after: Option<usize>,
     progress: ProgressMode,
     parallel: Parallel,
 }
@@ -304,6 +318,7 @@ impl BackendJob for Job {
                     config: self.config.clone(),
                     target: self.target.clone(),
                     epochs: self.epochs,
+                    stop_after: self.stop_after,
                     progress,
                     parallel: self.parallel.clone(),
                 }
@@ -394,7 +409,8 @@ impl Job {
             );
         }
         let total = trainer.config().epochs;
-        while trainer.epochs_done() < total {
+        let stop = self.stop_after.map_or(total, |n| n.min(total));
+        while trainer.epochs_done() < stop {
             let next = trainer.epochs_done() + 1;
             cli(trainer.train_until(next))?;
             if let Some(log) = trainer.history().last().filter(|_| talk) {
@@ -415,6 +431,11 @@ impl Job {
                     log.images_per_sec
                 );
             }
+        }
+        if stop < total && trainer.is_main() {
+            // Stopped early: make sure the run can continue from here.
+            cli(trainer.save_checkpoint())?;
+            eprintln!("stopped after epoch {stop} of {total}; continue with --resume");
         }
         if self.parallel.peers() > 1 {
             // Equal on every peer: a quick check that the run stayed in sync.

@@ -1,12 +1,11 @@
-//! Two-process data-parallel pre-training on loopback: two `supmae pretrain --nodes 2`
-//! processes meet at `--master 127.0.0.1:PORT` and train a tiny MAE. Both end with
-//! bit-identical parameters, equal to one process trained on the combined batch; one
-//! process with `--devices 2` (two threads, burn-collective) ends with the same bits.
+//! Data-parallel pre-training in one process: `supmae pretrain --devices 2` (two threads,
+//! burn-collective) trains a tiny MAE to bit-identical parameters on both devices, equal to
+//! one device trained on the combined batch. Several processes meet through MPI instead
+//! (`tests/mpi.rs`); the old TCP flags now explain that.
 
 #![cfg(all(feature = "distributed", feature = "flex"))]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,14 +20,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn(args: &[String]) -> Child {
@@ -90,7 +81,7 @@ fn weights(run: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 }
 
 #[test]
-fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
+fn two_devices_train_like_one_on_the_combined_batch() {
     let dir = scratch("run");
     FashionMnist::embedded(Split::Train)
         .unwrap()
@@ -136,49 +127,7 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
         .to_vec()
     };
 
-    // Two processes of 8 images per batch each.
-    let port = free_port();
-    let outs = [dir.join("node0"), dir.join("node1")];
-    let mut nodes: Vec<Guard> = (0..2)
-        .map(|rank| {
-            let mut args = common("8", &outs[rank]);
-            args.extend(
-                [
-                    "--nodes",
-                    "2",
-                    "--node-rank",
-                    &rank.to_string(),
-                    "--master",
-                    &format!("127.0.0.1:{port}"),
-                ]
-                .map(String::from),
-            );
-            Guard(spawn(&args))
-        })
-        .collect();
-    let results: Vec<(bool, String)> = nodes
-        .iter_mut()
-        .map(|n| finish(n, Duration::from_secs(600)))
-        .collect();
-    for (rank, (ok, output)) in results.iter().enumerate() {
-        assert!(ok, "node {rank} failed:\n{output}");
-    }
-
-    // Bit-identical on both nodes.
-    let (f0, f1) = (fingerprint(&results[0].1, 0), fingerprint(&results[1].1, 1));
-    assert_eq!(f0, f1, "the nodes' parameters differ");
-    assert!(results[0].1.contains("x 2 peers"), "{}", results[0].1);
-    // Rank 0 wrote the run; rank 1 wrote nothing.
-    assert!(outs[0].join("checkpoint.ckpt").is_file());
-    assert!(!outs[1].join("checkpoint.ckpt").exists());
-
-    // One process, batch 16: the same global batches.
-    let single_out = dir.join("single");
-    let mut single = Guard(spawn(&common("16", &single_out)));
-    let (ok, output) = finish(&mut single, Duration::from_secs(600));
-    assert!(ok, "single run failed:\n{output}");
-
-    // One process with two devices (threads, burn-collective) does the same.
+    // One process with two devices (threads, burn-collective) of 8 images each.
     let threads_out = dir.join("threads");
     let mut args = common("8", &threads_out);
     args.extend(["--devices", "2"].map(String::from));
@@ -186,13 +135,15 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
     let (ok, output) = finish(&mut threads, Duration::from_secs(600));
     assert!(ok, "two-device run failed:\n{output}");
     assert_eq!(fingerprint(&output, 0), fingerprint(&output, 1));
-    assert_eq!(
-        fingerprint(&output, 0),
-        f0,
-        "threads and processes disagree"
-    );
+    assert!(output.contains("x 2 peers"), "{output}");
 
-    let (dp, one) = (weights(&outs[0]), weights(&single_out));
+    // One device, batch 16: the same global batches.
+    let single_out = dir.join("single");
+    let mut single = Guard(spawn(&common("16", &single_out)));
+    let (ok, output) = finish(&mut single, Duration::from_secs(600));
+    assert!(ok, "single run failed:\n{output}");
+
+    let (dp, one) = (weights(&threads_out), weights(&single_out));
     assert_eq!(dp.len(), one.len());
     let (mut worst, mut moved) = (0f32, 0f32);
     let init = {
@@ -219,7 +170,7 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
         }
     }
     assert!(moved > 1e-3, "training moved the weights by only {moved}");
-    assert!(worst < 1e-6, "two nodes vs one process: max |diff| {worst}");
+    assert!(worst < 1e-6, "two devices vs one: max |diff| {worst}");
 
     // The logs agree: same learning rates, the global batch's loss.
     let read_log = |p: &Path| -> Vec<serde_json::Value> {
@@ -229,7 +180,7 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
-    let (ldp, lone) = (read_log(&outs[0]), read_log(&single_out));
+    let (ldp, lone) = (read_log(&threads_out), read_log(&single_out));
     assert_eq!(ldp.len(), 2);
     for (a, b) in ldp.iter().zip(&lone) {
         assert_eq!(a["lr"], b["lr"]);
@@ -237,4 +188,34 @@ fn two_nodes_on_loopback_train_like_one_process_on_the_combined_batch() {
         let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
         assert!((x - y).abs() < 1e-5, "loss {x} vs {y}");
     }
+}
+
+#[test]
+fn the_removed_tcp_flags_explain_the_mpi_launch() {
+    for flags in [
+        &["--nodes", "2"][..],
+        &["--node-rank", "1"][..],
+        &["--master", "10.0.0.1:29500"][..],
+    ] {
+        let mut args = vec!["pretrain", "--out", "/nonexistent/never-created"];
+        args.extend(flags);
+        let out = Command::new(env!("CARGO_BIN_EXE_supmae"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("mpirun -np"), "{stderr}");
+        assert!(!Path::new("/nonexistent/never-created").exists());
+    }
+    // Started by an MPI launcher without MPI support: refused, not trained alone.
+    let out = Command::new(env!("CARGO_BIN_EXE_supmae"))
+        .args(["pretrain", "--out", "/nonexistent/never-created"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("SUPMAE_MPI", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("one of 2 processes"), "{stderr}");
 }

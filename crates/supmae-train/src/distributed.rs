@@ -1,13 +1,14 @@
-//! Data-parallel training: several devices of one process, or several processes.
+//! Data-parallel training: several devices of one process, and several processes.
 //!
-//! A run has `peers = devices · nodes` peers, each one device driven by one thread:
-//! - devices of one process meet through burn-collective's in-process engine (its local
+//! A run has `peers = devices · processes` peers, each one device driven by one thread:
+//! - the devices of one process meet through burn-collective's in-process engine (its local
 //!   all-reduce);
-//! - processes (one device each, on one or several machines) meet over TCP at the `master`
-//!   address, where process 0 sums every peer's buffer in rank order and sends the mean
-//!   back. burn-collective 0.21's multi-node path cannot be used: its end-of-operation sync
-//!   never clears its list of synced nodes, so a process's second global all-reduce waits
-//!   forever (`docs/decisions.md`).
+//! - processes, on one or many machines, meet through MPI (feature `mpi`, [`MpiWorld`]):
+//!   `mpirun` / `srun` start them, and MPI tells each its rank, the number of processes and
+//!   its rank on its machine. With several devices per process the reduction is
+//!   hierarchical, as Horovod's: the devices of a process sum onto its first device, the
+//!   first devices sum across processes with `MPI_Allreduce`, and the result is broadcast
+//!   back to the other devices.
 //!
 //! Every peer starts from the same weights (same seed or checkpoint: [`Peer::check_same`]
 //! verifies it), loads its own part of every global batch
@@ -19,11 +20,14 @@
 //!
 //! The gradients travel as one flat buffer (a few buckets for large models) rather than one
 //! message per parameter, and in the module's visiting order, which is the same on every
-//! peer whatever the parameters' random ids are.
+//! peer whatever the parameters' random ids are. Each peer also says, in the same message,
+//! whether its gradients hold a NaN or an infinity, so that all peers stop at the same step
+//! with an error naming the ranks that saw one.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::net::TcpStream;
+#[cfg(feature = "mpi")]
+use std::sync::Arc;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
@@ -31,36 +35,29 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
-mod hub;
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(feature = "mpi")]
+pub use mpi::{MpiWorld, first_device};
 
 /// Elements per all-reduce message (64 MiB of f32).
 const BUCKET: usize = 1 << 24;
 
-/// Where this process sits in a data-parallel run.
+/// Where this process sits in a data-parallel run: `devices` peers (one thread each) in
+/// this process, and, with the `mpi` feature, the other processes of an MPI launch.
 ///
-/// Two shapes, like PyTorch's launchers:
-/// - one process driving `devices` devices, one thread (peer) each, meeting through
-///   burn-collective's in-process engine;
-/// - `nodes` processes, one device each (one process per GPU, as `torchrun` starts them),
-///   on one or several machines, meeting at `master` (`HOST:PORT`), where process 0
-///   listens.
-///
-/// Ranks are `node_rank · devices + device`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Ranks are `process_rank · devices + device`; rank 0 writes the run folder.
+#[derive(Debug, Clone)]
 pub struct DistributedConfig {
     /// Devices (peers) of this process.
     pub devices: usize,
-    /// Processes in the run.
-    pub nodes: usize,
-    /// This process's index, `0..nodes`.
-    pub node_rank: usize,
-    /// `HOST:PORT` where process 0 listens and the others connect (needed with several
-    /// processes).
-    pub master: Option<String>,
+    /// The processes of the run, when an MPI launcher started this one (`None`: this
+    /// process alone).
+    #[cfg(feature = "mpi")]
+    pub mpi: Option<Arc<MpiWorld>>,
 }
 
 impl Default for DistributedConfig {
@@ -74,83 +71,64 @@ impl DistributedConfig {
     pub fn local(devices: usize) -> Self {
         Self {
             devices,
-            nodes: 1,
-            node_rank: 0,
-            master: None,
+            #[cfg(feature = "mpi")]
+            mpi: None,
         }
     }
 
-    /// Process `node_rank` of `nodes` (one device each), meeting at `master`.
-    pub fn processes(nodes: usize, node_rank: usize, master: impl Into<String>) -> Self {
+    /// `devices` peers in each process of an MPI world.
+    #[cfg(feature = "mpi")]
+    pub fn with_mpi(devices: usize, world: Arc<MpiWorld>) -> Self {
         Self {
-            devices: 1,
-            nodes,
-            node_rank,
-            master: Some(master.into()),
+            devices,
+            mpi: Some(world),
         }
+    }
+
+    /// The MPI world, when it has more than one process.
+    #[cfg(feature = "mpi")]
+    fn world(&self) -> Option<&Arc<MpiWorld>> {
+        self.mpi.as_ref().filter(|w| w.size() > 1)
+    }
+
+    /// Processes in the run.
+    pub fn processes(&self) -> usize {
+        #[cfg(feature = "mpi")]
+        if let Some(w) = self.world() {
+            return w.size();
+        }
+        1
+    }
+
+    /// This process's index, `0..processes`.
+    pub fn process_rank(&self) -> usize {
+        #[cfg(feature = "mpi")]
+        if let Some(w) = self.world() {
+            return w.rank();
+        }
+        0
     }
 
     /// Peers in the whole run.
     pub fn peers(&self) -> usize {
-        self.devices * self.nodes
+        self.devices * self.processes()
     }
 
     /// The rank of this process's `device`-th peer.
     pub fn rank(&self, device: usize) -> usize {
-        self.node_rank * self.devices + device
+        self.process_rank() * self.devices + device
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: String| Err(TrainError::InvalidConfig { field, reason });
         if self.devices == 0 {
-            return bad("devices", "must be at least 1".into());
-        }
-        if self.nodes == 0 {
-            return bad("nodes", "must be at least 1".into());
-        }
-        if self.node_rank >= self.nodes {
-            return bad(
-                "node_rank",
-                format!("({}) must be below nodes ({})", self.node_rank, self.nodes),
-            );
-        }
-        if self.nodes > 1 {
-            if self.devices > 1 {
-                return bad(
-                    "devices",
-                    format!(
-                        "({}) must be 1 with several processes: start one process per device \
-                         (as torchrun does), with nodes = the number of processes",
-                        self.devices
-                    ),
-                );
-            }
-            let Some(master) = &self.master else {
-                return bad(
-                    "master",
-                    "is needed with several processes: HOST:PORT where process 0 listens \
-                     (e.g. 10.0.0.1:29500)"
-                        .into(),
-                );
-            };
-            check_host_port(master)?;
+            return Err(TrainError::InvalidConfig {
+                field: "devices",
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
-}
-
-/// Checks a `HOST:PORT` address and returns its port.
-fn check_host_port(address: &str) -> Result<u16> {
-    let bad = || TrainError::InvalidConfig {
-        field: "master",
-        reason: format!("`{address}` is not a HOST:PORT address"),
-    };
-    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || host.contains('/') {
-        return Err(bad());
-    }
-    port.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)
 }
 
 fn collective_error(what: &str, e: impl std::fmt::Debug) -> TrainError {
@@ -163,26 +141,31 @@ fn collective_error(what: &str, e: impl std::fmt::Debug) -> TrainError {
 /// Dropping it leaves the run.
 #[derive(Debug)]
 pub struct Peer<B: Backend> {
-    link: Link,
+    /// burn-collective, with several devices in this process.
+    local: Option<Local>,
+    /// The other processes, in an MPI run of more than one process.
+    #[cfg(feature = "mpi")]
+    mpi: Option<Arc<MpiWorld>>,
     rank: usize,
     peers: usize,
     _b: PhantomData<B>,
 }
 
 #[derive(Debug)]
-enum Link {
-    /// Threads of one process: burn-collective's local engine.
-    Local { id: PeerId, finished: bool },
-    /// Processes: rank 0 holds one stream per other rank, the others one to rank 0.
-    Hub(Vec<(usize, TcpStream)>),
+struct Local {
+    id: PeerId,
+    /// The process's first device, which talks to the other processes.
+    #[cfg(feature = "mpi")]
+    root: PeerId,
+    finished: bool,
 }
 
 impl<B: Backend> Peer<B> {
     /// Joins the run as this process's `device`-th peer on `on`, and waits until every
-    /// peer has joined (process 0 waits for the others to connect; the others retry
-    /// connecting to `master` for up to 10 minutes).
+    /// device of this process has joined.
     ///
-    /// Blocks; a peer that never comes keeps the others waiting, as in PyTorch.
+    /// Every peer of the run must join (and then call the same collective operations in the
+    /// same order); one that never comes keeps the others waiting, as in PyTorch.
     pub fn join(config: &DistributedConfig, device: usize, on: &B::Device) -> Result<Self> {
         config.validate()?;
         if device >= config.devices {
@@ -191,25 +174,26 @@ impl<B: Backend> Peer<B> {
                 reason: format!("device {device} of {} is out of range", config.devices),
             });
         }
-        let rank = config.rank(device);
-        let peers = config.peers();
-        let link = match &config.master {
-            Some(master) if config.nodes > 1 => Link::Hub(hub::connect(master, rank, peers)?),
-            _ => {
-                let id = PeerId(rank as u32);
-                let collective = CollectiveConfig::default().with_num_devices(config.devices);
-                burn_collective::register::<B>(id, on.clone(), collective)
-                    .map_err(|e| collective_error("joining the run", e))?;
-                Link::Local {
-                    id,
-                    finished: false,
-                }
-            }
+        let local = if config.devices > 1 {
+            let id = PeerId(device as u32);
+            let collective = CollectiveConfig::default().with_num_devices(config.devices);
+            burn_collective::register::<B>(id, on.clone(), collective)
+                .map_err(|e| collective_error("joining the run", e))?;
+            Some(Local {
+                id,
+                #[cfg(feature = "mpi")]
+                root: PeerId(0),
+                finished: false,
+            })
+        } else {
+            None
         };
         Ok(Self {
-            link,
-            rank,
-            peers,
+            local,
+            #[cfg(feature = "mpi")]
+            mpi: config.world().cloned(),
+            rank: config.rank(device),
+            peers: config.peers(),
             _b: PhantomData,
         })
     }
@@ -224,33 +208,103 @@ impl<B: Backend> Peer<B> {
         self.peers
     }
 
-    /// The mean of `values` over all peers, element by element.
+    /// The mean of `values` over all peers, element by element: the same bits on every
+    /// peer.
     ///
     /// # Shapes
     /// - `values`: `[N]`, the same `N` on every peer. Returns `[N]`.
     pub fn all_reduce_mean(&self, values: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
-        match &self.link {
-            Link::Local { id, .. } => {
+        #[cfg(feature = "mpi")]
+        if let Some(world) = &self.mpi {
+            return self.hierarchical_mean(world, values);
+        }
+        match &self.local {
+            Some(local) => {
                 let reduced = burn_collective::all_reduce::<B>(
-                    *id,
+                    local.id,
                     values.into_primitive().tensor(),
                     ReduceOperation::Mean,
                 )
                 .map_err(|e| collective_error("all-reduce", e))?;
                 Ok(Tensor::from_primitive(TensorPrimitive::Float(reduced)))
             }
-            Link::Hub(streams) => {
-                let device = values.device();
-                let own = values
+            None => Ok(values),
+        }
+    }
+
+    /// The mean over every device of every process: sum onto this process's first device,
+    /// sum across processes (MPI), divide, broadcast to this process's other devices.
+    #[cfg(feature = "mpi")]
+    fn hierarchical_mean(&self, world: &MpiWorld, values: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
+        let device = values.device();
+        let float =
+            |t: B::FloatTensorPrimitive| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t));
+        let process_sum = match &self.local {
+            None => Some(values),
+            Some(local) => burn_collective::reduce::<B>(
+                local.id,
+                values.into_primitive().tensor(),
+                ReduceOperation::Sum,
+                local.root,
+            )
+            .map_err(|e| collective_error("reducing this process's devices", e))?
+            .map(float),
+        };
+        let mean = match process_sum {
+            Some(sum) => {
+                let own = sum
                     .into_data()
                     .convert::<f32>()
                     .into_vec::<f32>()
                     .map_err(|e| TrainError::Collective(format!("all-reduce: {e:?}")))?;
-                let mean = hub::all_reduce_mean(streams, self.rank, self.peers, own)?;
-                let n = mean.len();
-                Ok(Tensor::from_data(TensorData::new(mean, [n]), &device))
+                let mut total = world.all_reduce_sum(&own);
+                let k = self.peers as f32;
+                for v in &mut total {
+                    *v /= k;
+                }
+                let n = total.len();
+                Some(Tensor::<B, 1>::from_data(
+                    TensorData::new(total, [n]),
+                    &device,
+                ))
+            }
+            None => None,
+        };
+        match &self.local {
+            None => mean.ok_or_else(|| TrainError::Collective("all-reduce: no result".into())),
+            Some(local) => {
+                burn_collective::broadcast::<B>(local.id, mean.map(|t| t.into_primitive().tensor()))
+                    .map(float)
+                    .map_err(|e| collective_error("broadcasting to this process's devices", e))
             }
         }
+    }
+
+    /// The mean of `values` over all peers, and the ranks whose own `values` held a NaN or
+    /// an infinity (the same list on every peer).
+    ///
+    /// # Shapes
+    /// - `values`: `[N]`, the same `N` on every peer. Returns `[N]`.
+    pub fn all_reduce_mean_checked(
+        &self,
+        values: Tensor<B, 1>,
+    ) -> Result<(Tensor<B, 1>, Vec<usize>)> {
+        let n = values.dims()[0];
+        let mut flags = vec![0f32; self.peers];
+        if !all_finite(&values) {
+            flags[self.rank] = 1.0;
+        }
+        let flags = Tensor::from_data(TensorData::new(flags, [self.peers]), &values.device());
+        let mean = self.all_reduce_mean(Tensor::cat(vec![values, flags], 0))?;
+        let seen: Vec<f32> = mean
+            .clone()
+            .narrow(0, n, self.peers)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| TrainError::Collective(format!("all-reduce: {e:?}")))?;
+        let ranks = (0..self.peers).filter(|&r| seen[r] > 0.0).collect();
+        Ok((mean.narrow(0, 0, n), ranks))
     }
 
     /// Replaces every gradient of `grads` by its mean over all peers.
@@ -282,6 +336,7 @@ impl<B: Backend> Peer<B> {
         let mut reduced: Vec<Tensor<B, 1>> = Vec::with_capacity(flat.len());
         let mut bucket: Vec<Tensor<B, 1>> = Vec::new();
         let mut bucket_len = 0;
+        let mut non_finite: Vec<usize> = Vec::new();
         let mut pieces = flat.into_iter().map(|(_, t)| t).peekable();
         while let Some(t) = pieces.next() {
             bucket_len += t.dims()[0];
@@ -291,7 +346,9 @@ impl<B: Backend> Peer<B> {
                 .is_none_or(|next| bucket_len + next.dims()[0] > BUCKET);
             if full {
                 let lens: Vec<usize> = bucket.iter().map(|t| t.dims()[0]).collect();
-                let sum = self.all_reduce_mean(Tensor::cat(std::mem::take(&mut bucket), 0))?;
+                let (sum, ranks) =
+                    self.all_reduce_mean_checked(Tensor::cat(std::mem::take(&mut bucket), 0))?;
+                non_finite.extend(ranks);
                 let mut start = 0;
                 for len in lens {
                     reduced.push(sum.clone().narrow(0, start, len));
@@ -299,6 +356,15 @@ impl<B: Backend> Peer<B> {
                 }
                 bucket_len = 0;
             }
+        }
+        if !non_finite.is_empty() {
+            non_finite.sort_unstable();
+            non_finite.dedup();
+            return Err(TrainError::NonFiniteOnPeers {
+                what: "a gradient",
+                ranks: non_finite,
+                peers: self.peers,
+            });
         }
         let mut put = PutGrads::<AB> {
             grads,
@@ -345,21 +411,27 @@ impl<B: Backend> Peer<B> {
     }
 
     fn leave(&mut self) -> Result<()> {
-        match &mut self.link {
-            Link::Local { id, finished } if !*finished => {
-                *finished = true;
-                burn_collective::finish_collective::<B>(*id)
+        match &mut self.local {
+            Some(local) if !local.finished => {
+                local.finished = true;
+                burn_collective::finish_collective::<B>(local.id)
                     .map_err(|e| collective_error("leaving the run", e))
             }
-            Link::Local { .. } => Ok(()),
-            Link::Hub(streams) => {
-                for (_, s) in streams.drain(..) {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                }
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
+}
+
+/// Whether every value is finite.
+fn all_finite<B: Backend>(values: &Tensor<B, 1>) -> bool {
+    values
+        .clone()
+        .is_finite()
+        .all()
+        .int()
+        .into_scalar()
+        .elem::<i64>()
+        == 1
 }
 
 impl<B: Backend> Drop for Peer<B> {

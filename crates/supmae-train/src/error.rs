@@ -49,6 +49,20 @@ pub enum TrainError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A peer of a data-parallel run saw a NaN or an infinity; every peer stopped at the
+    /// same step.
+    #[error(
+        "{what} is NaN or infinite on rank(s) {ranks:?} of {peers}; every rank stopped at this \
+         step (the last good checkpoint, if any, is untouched)"
+    )]
+    NonFiniteOnPeers {
+        /// What was not finite (`"the loss"`, `"a gradient"`).
+        what: &'static str,
+        /// The ranks that saw it.
+        ranks: Vec<usize>,
+        /// Peers in the run.
+        peers: usize,
+    },
     /// A data-parallel collective operation failed (a peer left, a network error, peers
     /// that disagree).
     #[error("data-parallel training: {0}")]

@@ -40,6 +40,8 @@ pub use classifier::{
     Classifier, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, load_classifier,
 };
 pub use config::{DataSpec, PretrainConfig};
+#[cfg(feature = "mpi")]
+pub use distributed::MpiWorld;
 #[cfg(feature = "distributed")]
 pub use distributed::{DistributedConfig, Peer};
 pub use error::{Result, TrainError};

@@ -76,22 +76,33 @@ impl<B: AutodiffBackend> Peers<B> {
         Ok(values)
     }
 
-    /// The mean of scalars over the peers.
+    /// The mean of scalars (the losses of a step) over the peers. A peer whose own values
+    /// are NaN or infinite stops every peer with [`crate::TrainError::NonFiniteOnPeers`],
+    /// naming it.
     pub fn mean_values(&self, values: Vec<f64>, device: &B::Device) -> Result<Vec<f64>> {
-        if self.count() == 1 {
-            return Ok(values);
+        #[cfg(feature = "distributed")]
+        if let Some(p) = &self.peer {
+            let n = values.len();
+            let t = Tensor::<B::InnerBackend, 1>::from_data(
+                TensorData::new(values.iter().map(|&v| v as f32).collect(), [n]),
+                device,
+            );
+            let (mean, ranks) = p.all_reduce_mean_checked(t)?;
+            if !ranks.is_empty() {
+                return Err(crate::error::TrainError::NonFiniteOnPeers {
+                    what: "the loss",
+                    ranks,
+                    peers: p.peers(),
+                });
+            }
+            return Ok(mean
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .unwrap_or_else(|_| vec![f64::NAN; n]));
         }
-        let n = values.len();
-        let t = Tensor::<B::InnerBackend, 1>::from_data(
-            TensorData::new(values.iter().map(|&v| v as f32).collect(), [n]),
-            device,
-        );
-        Ok(self
-            .mean(t)?
-            .into_data()
-            .convert::<f64>()
-            .to_vec::<f64>()
-            .unwrap_or_else(|_| vec![f64::NAN; n]))
+        let _ = device;
+        Ok(values)
     }
 
     /// Replaces every gradient of `model`'s parameters by its mean over the peers.

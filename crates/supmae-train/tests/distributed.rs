@@ -1,7 +1,7 @@
 //! Data-parallel pre-training on burn-collective with two peers in one process (two
 //! threads, the multi-device path): the peers end with identical parameters, equal to one
-//! process training on the combined batch. The two-process (two-node) version of this test
-//! is `crates/supmae/tests/distributed.rs`.
+//! process training on the combined batch. The multi-process (MPI) version of this test is
+//! `crates/supmae-cli/tests/mpi.rs`.
 
 #![cfg(feature = "distributed")]
 
@@ -257,32 +257,75 @@ fn supmae_peers_with_accumulation_stay_identical_and_resume() {
 
 #[test]
 fn bad_distributed_settings_are_clear_errors() {
-    let no_master = DistributedConfig {
-        nodes: 2,
-        ..DistributedConfig::local(1)
-    };
-    let err = no_master.validate().unwrap_err().to_string();
-    assert!(err.contains("master"), "{err}");
-    let bad_address = DistributedConfig::processes(2, 0, "ws://127.0.0.1");
-    let err = bad_address.validate().unwrap_err().to_string();
-    assert!(err.contains("`ws://127.0.0.1` is not a HOST:PORT"), "{err}");
-    let bad_rank = DistributedConfig::processes(2, 2, "a:1");
-    let err = bad_rank.validate().unwrap_err().to_string();
-    assert!(err.contains("node_rank"), "{err}");
-    let threads_and_processes = DistributedConfig {
-        devices: 2,
-        ..DistributedConfig::processes(2, 0, "a:1")
-    };
-    let err = threads_and_processes.validate().unwrap_err().to_string();
-    assert!(err.contains("one process per device"), "{err}");
-    assert!(
-        DistributedConfig::processes(4, 3, "10.0.0.1:29500")
-            .validate()
-            .is_ok()
-    );
-    assert_eq!(
-        DistributedConfig::processes(4, 3, "10.0.0.1:29500").rank(0),
-        3
-    );
-    assert_eq!(DistributedConfig::local(8).peers(), 8);
+    let err = DistributedConfig::local(0)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("devices"), "{err}");
+    let eight = DistributedConfig::local(8);
+    assert!(eight.validate().is_ok());
+    assert_eq!(eight.peers(), 8);
+    assert_eq!(eight.processes(), 1);
+    assert_eq!(eight.rank(3), 3);
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let err = Peer::<Flex>::join(&DistributedConfig::local(2), 2, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out of range"), "{err}");
+}
+
+/// A NaN in one peer's gradients stops every peer at the same step, naming that peer.
+#[test]
+fn a_non_finite_gradient_on_one_peer_stops_every_peer_naming_it() {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+
+    let _one = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Default::default();
+    let model: Linear<B> = LinearConfig::new(3, 2).init(&device);
+    let dist = DistributedConfig::local(2);
+    let outcomes: Vec<(Result<(), TrainError>, Vec<usize>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let (dist, model) = (&dist, model.clone());
+                s.spawn(move || {
+                    let peer = Peer::<Flex>::join(dist, i, &Default::default()).unwrap();
+                    // The loss-style check first: rank 1's own value is NaN.
+                    let own = if i == 1 { f32::NAN } else { 1.0 };
+                    let values = Tensor::<Flex, 1>::from_floats([own, 2.0], &Default::default());
+                    let (_, ranks) = peer.all_reduce_mean_checked(values).unwrap();
+                    // Then gradients: rank 0's weight gradient holds an infinity.
+                    let mut grads = GradientsParams::new();
+                    let w = if i == 0 { f32::INFINITY } else { 0.5 };
+                    grads.register::<Flex, 2>(
+                        model.weight.id,
+                        Tensor::from_floats(
+                            [[w, 0.0], [0.0, 0.0], [0.0, 1.0]],
+                            &Default::default(),
+                        ),
+                    );
+                    if let Some(bias) = &model.bias {
+                        grads.register::<Flex, 1>(
+                            bias.id,
+                            Tensor::from_floats([1.0, 2.0], &Default::default()),
+                        );
+                    }
+                    let outcome = peer.all_reduce_grads(&model, grads).map(|_| ());
+                    peer.finish().unwrap();
+                    (outcome, ranks)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (outcome, loss_ranks) in outcomes {
+        assert_eq!(loss_ranks, vec![1]);
+        match outcome {
+            Err(TrainError::NonFiniteOnPeers { what, ranks, peers }) => {
+                assert_eq!((what, ranks, peers), ("a gradient", vec![0], 2));
+            }
+            other => panic!("expected NonFiniteOnPeers, got {other:?}"),
+        }
+    }
 }
