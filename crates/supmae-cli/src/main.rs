@@ -104,7 +104,10 @@ fn main() -> ExitCode {
         Command::Reconstruct(a) => reconstruct::run(a).map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Convert(a) => convert::run(a).map(|()| ExitCode::SUCCESS),
-        Command::Bench(a) => tools::bench(a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(mut a) => {
+            a.mpi = mpi.clone();
+            tools::bench(a).map(|()| ExitCode::SUCCESS)
+        }
         Command::CheckBackend(a) => tools::check_backend(a).map(|ok| {
             if ok {
                 ExitCode::SUCCESS
