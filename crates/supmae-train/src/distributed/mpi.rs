@@ -145,9 +145,34 @@ impl MpiWorld {
 /// than `devices` GPUs (a scheduler that binds GPUs to tasks, as Slurm's `--gpus-per-task`
 /// does), in which case 0.
 pub fn first_device(local_rank: usize, devices: usize) -> usize {
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let narrowed = visible
-        .as_deref()
-        .is_some_and(|v| v.split(',').filter(|d| !d.trim().is_empty()).count() <= devices);
+    first_device_given(
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        local_rank,
+        devices,
+    )
+}
+
+fn first_device_given(visible: Option<&str>, local_rank: usize, devices: usize) -> usize {
+    let narrowed =
+        visible.is_some_and(|v| v.split(',').filter(|d| !d.trim().is_empty()).count() <= devices);
     if narrowed { 0 } else { local_rank * devices }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_device_given as first;
+
+    #[test]
+    fn each_process_of_a_machine_takes_its_own_gpus_unless_the_scheduler_narrowed_them() {
+        // mpirun -np 8 on an 8-GPU machine: process 5 takes GPU 5.
+        assert_eq!(first(None, 5, 1), 5);
+        // Two processes of 4 devices each: the second takes GPUs 4..8.
+        assert_eq!(first(None, 1, 4), 4);
+        // Slurm bound one GPU to the task: it is device 0 of this process.
+        assert_eq!(first(Some("3"), 5, 1), 0);
+        assert_eq!(first(Some("4,5,6,7"), 1, 4), 0);
+        // A wider list (every GPU visible): the local rank picks.
+        assert_eq!(first(Some("0,1,2,3,4,5,6,7"), 5, 1), 5);
+        assert_eq!(first(Some(""), 2, 1), 0);
+    }
 }
