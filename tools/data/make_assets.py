@@ -18,7 +18,8 @@ then, from the repository root:
 Each input is optional; only the assets whose input is given are (re)written:
 
   --timm-wheel    crates/supmae-data/assets/imagenet_classes.tsv (1000 lines, line i =
-                  "<wnid>\\t<names>" for class index i, i.e. sorted-wnid / ImageFolder order)
+                  "<wnid>\\t<names>" for class index i, i.e. sorted-wnid / ImageFolder order),
+                  imagenet_{a,r}_wnids.txt (the 200-class subsets of ImageNet-A / -R)
                   and crates/supmae-data/assets/NOTICE.md
   --fashion-deb   crates/supmae-data/assets/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
                   (first 10 000 train and first 2 000 test items, valid IDX headers, gzip level 9,
@@ -94,6 +95,20 @@ def make_imagenet_classes(wheel):
     assert rows[0] == "n01440764\ttench, Tinca tinca", rows[0]
     assert rows[281].startswith("n02123045\ttabby, tabby cat"), rows[281]
     write_bytes(os.path.join(ASSETS, "imagenet_classes.tsv"), ("\n".join(rows) + "\n").encode("utf-8"))
+
+    # The 200-class subsets of ImageNet-A and ImageNet-R: their wnids, sorted, which is the
+    # datasets' folder order. timm's *_indices.txt give the same classes as ImageNet-1k
+    # indices; both are checked to agree.
+    with zipfile.ZipFile(wheel) as z:
+        for name in ("a", "r"):
+            wnids = z.read(f"timm/data/_info/imagenet_{name}_synsets.txt").decode("utf-8").split()
+            indices = [int(i) for i in
+                       z.read(f"timm/data/_info/imagenet_{name}_indices.txt").decode("utf-8").split()]
+            assert len(wnids) == 200 and len(set(wnids)) == 200, (name, len(wnids))
+            assert wnids == sorted(wnids), f"imagenet-{name} wnids not sorted"
+            assert [synsets.index(w) for w in wnids] == indices, f"imagenet-{name} indices disagree"
+            write_bytes(os.path.join(ASSETS, f"imagenet_{name}_wnids.txt"),
+                        ("\n".join(wnids) + "\n").encode("utf-8"))
     return version
 
 
@@ -136,6 +151,17 @@ Written by `tools/data/make_assets.py` (see its header for the exact inputs and 
   > pertaining to distribution of the software and/or database. Title to copyright in this
   > software, database and any associated documentation shall at all times remain with
   > Princeton University and LICENSEE agrees to preserve same.
+
+## `imagenet_a_wnids.txt`, `imagenet_r_wnids.txt`
+
+- 200 lines each: the wnids of the ImageNet-1k classes that ImageNet-A (Hendrycks et al.,
+  "Natural Adversarial Examples", 2021) and ImageNet-R (Hendrycks et al., "The Many Faces of
+  Robustness", 2021) contain, sorted (the datasets' folder order). A classifier's logits are
+  restricted to these classes when it is evaluated on them, as the datasets' authors do.
+- Source: the same `timm` {timm_version} wheel, files `timm/data/_info/imagenet_a_synsets.txt`
+  and `timm/data/_info/imagenet_r_synsets.txt` (copied unchanged); the script checks that
+  they agree with timm's `imagenet_a_indices.txt` / `imagenet_r_indices.txt` (the same
+  classes as ImageNet-1k indices). Licence: Apache-2.0, as above.
 
 ## `fashion-mnist/`
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Summarise tools/experiments/small_scale.sh runs: a Markdown table on stdout and a PNG of
-fine-tuned top-1 against training compute (docs/results.md).
+"""Summarise tools/experiments/small_scale.sh runs: the Markdown tables of docs/results.md on
+stdout. The picture is drawn by the program itself:
+`supmae plot runs/small/ft-* runs/small/scratch-* --out docs/small_scale.png`.
 
-usage: python3 tools/experiments/summarize.py runs/small [docs/small_scale.png]
+usage: python3 tools/experiments/summarize.py runs/small
 """
 import json
 import re
@@ -17,7 +18,6 @@ def log(path):
 
 def main():
     root = Path(sys.argv[1])
-    png = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     rows = []
     for ft in sorted(root.glob("ft-*-s*")) + sorted(root.glob("scratch-s*")):
         if not (ft / "log.jsonl").is_file():
@@ -64,27 +64,6 @@ def main():
         sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
         total = statistics.mean(r["pre_s"] + r["ft_s"] for r in rs)
         print(f"| {method} | {len(rs)} | {total:.0f} | {statistics.mean(finals):.2f} ± {sd:.2f} |")
-    if png:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-        markers = dict(zip(methods, "osD^v<>"))
-        for method in methods:
-            rs = [r for r in rows if r["method"] == method]
-            xs = [(r["pre_s"] + r["ft_s"]) / 60 for r in rs]
-            ys = [r["final"] for r in rs]
-            ax.scatter(xs, ys, marker=markers[method], s=50, label=method)
-        ax.set_xlabel("training compute: pre-training + fine-tuning, CPU minutes (1 core)")
-        ax.set_ylabel("Fashion-MNIST test top-1 after fine-tuning (%)")
-        ax.set_title("SupMAE vs MAE vs from scratch, ViT 96d x 4, 2 seeds")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(png)
-        print(f"\nplot: {png}")
 
 
 if __name__ == "__main__":

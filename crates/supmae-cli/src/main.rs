@@ -10,6 +10,7 @@ mod data;
 mod eval;
 mod inspect;
 mod parallel;
+mod plot;
 mod pretrain;
 mod reconstruct;
 mod tools;
@@ -53,6 +54,8 @@ enum Command {
     Eval(eval::Args),
     /// Picture of masked images and their reconstructions
     Reconstruct(reconstruct::Args),
+    /// Training curves (losses, learning rate, validation top-1) of runs as a PNG
+    Plot(plot::Args),
     /// Which checkpoint flavour a file is and what it can do
     Inspect(inspect::Args),
     /// Convert a checkpoint to official key names (safetensors) or our format
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         }
         Command::Eval(a) => eval::run(a).map(|()| ExitCode::SUCCESS),
         Command::Reconstruct(a) => reconstruct::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Plot(a) => plot::run(a).map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Convert(a) => convert::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(mut a) => {

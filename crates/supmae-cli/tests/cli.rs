@@ -160,6 +160,7 @@ fn a_tiny_pretraining_run_learns_logs_and_resumes() {
     let log = std::fs::read_to_string(out_dir.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 3);
     assert!(out_dir.join("config.json").is_file() && out_dir.join("checkpoint.ckpt").is_file());
+    assert!(out_dir.join("curves.png").is_file(), "no curves.png");
     // Reconstruction improves over the run.
     let rec: Vec<f64> = log
         .lines()
@@ -923,4 +924,169 @@ fn pretrain_init_continues_from_a_checkpoint_with_a_fresh_schedule() {
     let mut missing = tiny_pretrain_args(&dir, &dir.join("missing"), "1");
     missing.extend(["--init".into(), "/nonexistent/mae.pth".into()]);
     assert_one_line_error(&run_args(&missing), "/nonexistent/mae.pth");
+}
+
+/// A small RGB image whose colour depends on `seed`.
+fn colour_png(path: &Path, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(36, 36, |x, y| {
+        let v = (seed * 53 + x * 7 + y * 3) % 256;
+        image::Rgb([v as u8, (255 - v) as u8, ((seed * 91) % 256) as u8])
+    });
+    img.save(path).unwrap();
+}
+
+fn decode_png(path: &Path) -> image::RgbImage {
+    image::ImageReader::open(path)
+        .unwrap()
+        .with_guessed_format()
+        .unwrap()
+        .decode()
+        .unwrap()
+        .to_rgb8()
+}
+
+/// Pixels that are not the white background.
+fn inked(img: &image::RgbImage) -> usize {
+    img.pixels().filter(|p| p.0 != [255, 255, 255]).count()
+}
+
+#[test]
+fn robustness_eval_prints_the_table_and_score_and_runs_plot_their_curves() {
+    let dir = scratch("robust");
+    // Four ImageNet classes: the first two of ImageNet-A's subset, the first two of R's.
+    let wnids = ["n01498041", "n01531178", "n01443537", "n01484850"];
+    let data = dir.join("imagenet");
+    for (c, w) in wnids.iter().enumerate() {
+        for i in 0..4u32 {
+            colour_png(&data.join(format!("train/{w}/{i}.png")), c as u32 * 10 + i);
+        }
+        colour_png(&data.join(format!("val/{w}/0.png")), c as u32 * 10 + 7);
+    }
+    let model = dir.join("vit.json");
+    std::fs::write(
+        &model,
+        r#"{"img_size": 32, "patch_size": 8, "in_chans": 3, "embed_dim": 16, "depth": 1,
+            "num_heads": 2, "mlp_ratio": 4.0, "num_classes": 4, "global_pool": true,
+            "drop_path_rate": 0.0, "head_init_std": 2e-5}"#,
+    )
+    .unwrap();
+    let ft = dir.join("ft");
+    ok(&[
+        "finetune",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--accum-iter",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        ft.to_str().unwrap(),
+    ]);
+    // The run drew its curves as it went.
+    let curves = decode_png(&ft.join("curves.png"));
+    assert_eq!(curves.dimensions(), (1500, 900));
+    assert!(inked(&curves) > 20_000, "curves.png is nearly blank");
+
+    // The four datasets in their standard layouts.
+    let root = dir.join("robust");
+    for (i, w) in wnids.iter().enumerate() {
+        let i = i as u32;
+        if i < 2 {
+            colour_png(&root.join(format!("imagenet-a/{w}/0.png")), 100 + i);
+        } else {
+            colour_png(&root.join(format!("imagenet-r/{w}/0.png")), 110 + i);
+        }
+        colour_png(&root.join(format!("imagenet-sketch/{w}/0.png")), 120 + i);
+        for severity in [1, 2] {
+            colour_png(
+                &root.join(format!("imagenet-c/gaussian_noise/{severity}/{w}/0.png")),
+                130 + i * 3 + severity,
+            );
+        }
+    }
+    std::fs::write(root.join("imagenet-a/README.txt"), "not a class").unwrap();
+    let out = supmae(&[
+        "eval",
+        "--checkpoint",
+        ft.to_str().unwrap(),
+        "--robustness",
+        root.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for row in [
+        "IN-Corruption, mCE",
+        "IN-Adversarial (A), top-1",
+        "IN-Rendition (R), top-1",
+        "IN-Sketch, top-1",
+        "score = mean(100 - mCE, A, R, Sketch)",
+        "gaussian_noise",
+    ] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+    assert!(
+        text(&out.stderr).contains("imagenet-c/gaussian_noise/2: top-1"),
+        "{}",
+        text(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (mce, a, r, s) = (
+        json["imagenet_c"]["mce"].as_f64().unwrap(),
+        json["imagenet_a"]["top1"].as_f64().unwrap(),
+        json["imagenet_r"]["top1"].as_f64().unwrap(),
+        json["imagenet_sketch"]["top1"].as_f64().unwrap(),
+    );
+    assert_eq!(
+        json["imagenet_a"]["classes"], 2,
+        "A's logits: its two classes"
+    );
+    assert_eq!(json["imagenet_sketch"]["images"], 4);
+    let score = json["score"].as_f64().unwrap();
+    assert!((score - ((100.0 - mce) + a + r + s) / 4.0).abs() < 1e-9);
+
+    // A root without any of the four datasets: a clear error.
+    let out = supmae(&[
+        "eval",
+        "--checkpoint",
+        ft.to_str().unwrap(),
+        "--robustness",
+        dir.join("nothing-here").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "none of imagenet-c/");
+
+    // `supmae plot` overlays two runs into one picture.
+    let ft2 = dir.join("ft-again");
+    std::fs::create_dir_all(&ft2).unwrap();
+    let log = std::fs::read_to_string(ft.join("log.jsonl")).unwrap();
+    std::fs::write(
+        ft2.join("log.jsonl"),
+        log.replace("\"epoch\":1", "\"epoch\":2"),
+    )
+    .unwrap();
+    let png = dir.join("both.png");
+    let stdout = ok(&[
+        "plot",
+        ft.to_str().unwrap(),
+        ft2.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("2 run(s)"), "{stdout}");
+    let both = decode_png(&png);
+    assert_eq!(both.dimensions(), (1500, 900));
+    // The second run's colour (plotters' palette's orange here) is drawn only when overlaid.
+    let orange = |img: &image::RgbImage| img.pixels().filter(|p| p.0 == [255, 127, 14]).count();
+    assert_eq!(orange(&curves), 0);
+    assert!(orange(&both) > 100, "the second run is not drawn");
+    assert_one_line_error(&supmae(&["plot", dir.to_str().unwrap()]), "no log.jsonl");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -44,7 +44,10 @@ pub use fashion_mnist::FashionMnist;
 pub use folder::{
     FolderDataset, ImageNet, ScanOptions, ScanReport, SkipPolicy, Skipped, ValLayout,
 };
-pub use imagenet::{IMAGENET_1K, imagenet_class_index, imagenet_class_name};
+pub use imagenet::{
+    IMAGENET_1K, IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, imagenet_class_index, imagenet_class_name,
+    imagenet_wnids,
+};
 pub use loader::{DataLoader, Epoch, HostBatch, LoaderConfig, Shard};
 pub use rng::SampleRng;
 pub use source::{AnySource, ImageSource};

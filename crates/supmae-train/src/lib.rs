@@ -23,6 +23,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod curves;
 #[cfg(feature = "distributed")]
 pub mod distributed;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod peers;
 pub mod pretrain;
 pub mod probe;
 pub mod progress;
+pub mod robustness;
 pub mod run_dir;
 pub mod schedule;
 

@@ -338,6 +338,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
         }
         if self.peers.is_main() {
             append_jsonl(&self.run.file(LOG_FILE), &log)?;
+            crate::curves::refresh(self.run.path());
             self.save(CHECKPOINT_FILE)?;
             if is_best || (log.test_acc1.is_none() && self.history.len() == self.config.epochs) {
                 self.save(BEST_FILE)?;

@@ -424,6 +424,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
         }
         if self.peers.is_main() {
             append_jsonl(&self.run.file(LOG_FILE), &log)?;
+            crate::curves::refresh(self.run.path());
             self.save(CHECKPOINT_FILE)?;
             if is_best {
                 self.save(BEST_FILE)?;

@@ -24,6 +24,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             self.epochs_done += 1;
             if self.is_main() {
                 self.append_log(&log)?;
+                crate::curves::refresh(self.run.path());
             }
             self.history.push(log);
             if self.is_main()
