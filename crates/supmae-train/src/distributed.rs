@@ -3,7 +3,7 @@
 //! A run has `peers = devices · processes` peers, each one device driven by one thread:
 //! - the devices of one process meet through burn-collective's in-process engine (its local
 //!   all-reduce);
-//! - processes, on one or many machines, meet through MPI (feature `mpi`, [`MpiWorld`]):
+//! - processes, on one or many machines, meet through MPI (feature `mpi`, `MpiWorld`):
 //!   `mpirun` / `srun` start them, and MPI tells each its rank, the number of processes and
 //!   its rank on its machine. With several devices per process the reduction is
 //!   hierarchical, as Horovod's: the devices of a process sum onto its first device, the
