@@ -44,6 +44,21 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// Prints a line on stderr in one write: under MPI the processes share the launcher's
+/// stderr, and `eprintln!` may write a line in pieces that interleave with other ranks'.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::common::note_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use note;
+
+/// The function behind [`note!`].
+pub fn note_line(args: fmt::Arguments<'_>) {
+    let line = format!("{args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 /// The function behind [`say!`].
 pub fn say_line(args: fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();

@@ -9,7 +9,7 @@ use supmae::train::run_dir::{NewRun, Overwrite};
 use supmae::train::{DataSpec, EpochLog, PretrainConfig, Pretrainer, ProgressMode, load_data};
 use supmae::{BackendJob, run_on};
 
-use crate::common::{BackendArg, CliError, Result, cli, err, finite, mae_model, say};
+use crate::common::{BackendArg, CliError, Result, cli, err, finite, mae_model, note, say};
 use crate::parallel::{Parallel, PeerOf};
 
 /// The model a folder of images gets when no `--model` is given.
@@ -435,11 +435,11 @@ impl Job {
         if stop < total && trainer.is_main() {
             // Stopped early: make sure the run can continue from here.
             cli(trainer.save_checkpoint())?;
-            eprintln!("stopped after epoch {stop} of {total}; continue with --resume");
+            note!("stopped after epoch {stop} of {total}; continue with --resume");
         }
         if self.parallel.peers() > 1 {
             // Equal on every peer: a quick check that the run stayed in sync.
-            eprintln!(
+            note!(
                 "rank {rank}: parameter fingerprint {:016x}",
                 trainer.parameter_fingerprint()
             );

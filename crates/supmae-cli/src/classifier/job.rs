@@ -249,7 +249,7 @@ fn drive(
         }
     }
     if talk && stop < total {
-        eprintln!("stopped after epoch {stop} of {total}; continue with --resume");
+        crate::common::note!("stopped after epoch {stop} of {total}; continue with --resume");
     }
     Ok(learner.logs())
 }
