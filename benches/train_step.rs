@@ -14,10 +14,12 @@
 
 use supmae::burn::backend::{Autodiff, Flex};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The program's allocator and its settings, from the program's own source.
+#[path = "../crates/supmae-cli/src/alloc.rs"]
+mod alloc;
 
 fn main() {
+    alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod classifier;
 mod common;
 mod convert;
@@ -18,11 +19,6 @@ mod tools;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-
-// Tensor buffers of a training step are freed and re-allocated every step; mimalloc reuses
-// them where glibc's malloc returns large blocks to the kernel (page faults + zeroing).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Supervised masked autoencoders (SupMAE, MAE) in Rust: pre-train, fine-tune, probe,
 /// evaluate, reconstruct and convert.
@@ -76,6 +72,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     supmae::model::config::set_max_params(cli.max_params);
     // Under an MPI launcher: this process's place in the run. Held here, on the main thread,
