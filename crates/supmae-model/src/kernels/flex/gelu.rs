@@ -59,9 +59,11 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 fn gelu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = x.to_vec();
     y.par_chunks_mut(CHUNK).for_each(|chunk| {
-        for v in chunk {
-            *v *= normal_cdf_pdf(*v).0;
-        }
+        simd(|| {
+            for v in chunk {
+                *v *= normal_cdf_pdf(*v).0;
+            }
+        })
     });
     y
 }
@@ -71,10 +73,12 @@ fn gelu_backward(x: &[f32], g: &[f32]) -> Vec<f32> {
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(dx, x)| {
-            for (g, &x) in dx.iter_mut().zip(x) {
-                let (cdf, pdf) = normal_cdf_pdf(x);
-                *g *= cdf + x * pdf;
-            }
+            simd(|| {
+                for (g, &x) in dx.iter_mut().zip(x) {
+                    let (cdf, pdf) = normal_cdf_pdf(x);
+                    *g *= cdf + x * pdf;
+                }
+            })
         });
     dx
 }

@@ -30,23 +30,34 @@ fn layer_norm_forward(
     let rows_per_task = (CHUNK / d.max(1)).max(1);
     y.par_chunks_mut(rows_per_task * d)
         .zip(stats.par_chunks_mut(rows_per_task * 2))
-        .for_each(|(y, stats)| {
-            for (row, stat) in y.chunks_exact_mut(d).zip(stats.chunks_exact_mut(2)) {
-                let mean = row.iter().sum::<f32>() / d as f32;
-                let mut var = 0.0f32;
-                for x in row.iter_mut() {
-                    *x -= mean;
-                    var += *x * *x;
-                }
-                let denom = (var / d as f32 + eps).sqrt();
-                for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                    *x = *x / denom * g + b;
-                }
-                stat[0] = mean;
-                stat[1] = denom;
-            }
-        });
+        .for_each(|(y, stats)| simd(|| layer_norm_rows(y, stats, gamma, beta, d, eps)));
     (y, stats)
+}
+
+/// [`layer_norm_forward`] on one task's rows.
+#[inline(always)]
+fn layer_norm_rows(
+    y: &mut [f32],
+    stats: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    d: usize,
+    eps: f32,
+) {
+    for (row, stat) in y.chunks_exact_mut(d).zip(stats.chunks_exact_mut(2)) {
+        let mean = row.iter().sum::<f32>() / d as f32;
+        let mut var = 0.0f32;
+        for x in row.iter_mut() {
+            *x -= mean;
+            var += *x * *x;
+        }
+        let denom = (var / d as f32 + eps).sqrt();
+        for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *x = *x / denom * g + b;
+        }
+        stat[0] = mean;
+        stat[1] = denom;
+    }
 }
 
 /// Backward pass: `(dx, dγ, dβ)` from the output gradient `g`.
@@ -69,32 +80,34 @@ fn layer_norm_backward(
         .zip(g.par_chunks(rows_per_task * d))
         .zip(stats.par_chunks(rows_per_task * 2))
         .map(|(((dx, x), g), stats)| {
-            let mut d_gamma = vec![0.0f32; d];
-            let mut d_beta = vec![0.0f32; d];
-            let mut xhat = vec![0.0f32; d];
-            let mut gg = vec![0.0f32; d];
-            for (((dx, x), g), stat) in dx
-                .chunks_exact_mut(d)
-                .zip(x.chunks_exact(d))
-                .zip(g.chunks_exact(d))
-                .zip(stats.chunks_exact(2))
-            {
-                let (mean, denom) = (stat[0], stat[1]);
-                let (mut sum_gg, mut sum_ggx) = (0.0f32, 0.0f32);
-                for j in 0..d {
-                    xhat[j] = (x[j] - mean) / denom;
-                    gg[j] = g[j] * gamma[j];
-                    sum_gg += gg[j];
-                    sum_ggx += gg[j] * xhat[j];
-                    d_gamma[j] += g[j] * xhat[j];
-                    d_beta[j] += g[j];
+            simd(|| {
+                let mut d_gamma = vec![0.0f32; d];
+                let mut d_beta = vec![0.0f32; d];
+                let mut xhat = vec![0.0f32; d];
+                let mut gg = vec![0.0f32; d];
+                for (((dx, x), g), stat) in dx
+                    .chunks_exact_mut(d)
+                    .zip(x.chunks_exact(d))
+                    .zip(g.chunks_exact(d))
+                    .zip(stats.chunks_exact(2))
+                {
+                    let (mean, denom) = (stat[0], stat[1]);
+                    let (mut sum_gg, mut sum_ggx) = (0.0f32, 0.0f32);
+                    for j in 0..d {
+                        xhat[j] = (x[j] - mean) / denom;
+                        gg[j] = g[j] * gamma[j];
+                        sum_gg += gg[j];
+                        sum_ggx += gg[j] * xhat[j];
+                        d_gamma[j] += g[j] * xhat[j];
+                        d_beta[j] += g[j];
+                    }
+                    let (mean_gg, mean_ggx) = (sum_gg / d as f32, sum_ggx / d as f32);
+                    for j in 0..d {
+                        dx[j] = (gg[j] - mean_gg - xhat[j] * mean_ggx) / denom;
+                    }
                 }
-                let (mean_gg, mean_ggx) = (sum_gg / d as f32, sum_ggx / d as f32);
-                for j in 0..d {
-                    dx[j] = (gg[j] - mean_gg - xhat[j] * mean_ggx) / denom;
-                }
-            }
-            (d_gamma, d_beta)
+                (d_gamma, d_beta)
+            })
         })
         .collect();
     let mut d_gamma = vec![0.0f32; d];
