@@ -78,33 +78,43 @@ impl QkvViews {
 
 /// Softmax of `scale · row` over every row of length `t`, in place.
 fn softmax_rows(scores: &mut [f32], t: usize, scale: f32) {
-    for_rows(scores, t, |_, row| {
-        let mut max = f32::NEG_INFINITY;
-        for x in row.iter_mut() {
-            *x *= scale;
-            max = max.max(*x);
-        }
-        let mut sum = 0.0f32;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        for x in row.iter_mut() {
-            *x /= sum;
-        }
-    });
+    for_rows(
+        scores,
+        t,
+        #[inline(always)]
+        |_, row| {
+            let mut max = f32::NEG_INFINITY;
+            for x in row.iter_mut() {
+                *x *= scale;
+                max = max.max(*x);
+            }
+            let mut sum = 0.0f32;
+            for x in row.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            for x in row.iter_mut() {
+                *x /= sum;
+            }
+        },
+    );
 }
 
 /// Turns `dP` into the gradient of the unscaled scores, in place:
 /// `dS = (dP − Σ_j dP∘P) ∘ P · scale`.
 fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], t: usize, scale: f32) {
-    for_rows(grad, t, |r, row| {
-        let p = &probs[r * t..(r + 1) * t];
-        let dot: f32 = row.iter().zip(p).map(|(g, p)| g * p).sum();
-        for (g, p) in row.iter_mut().zip(p) {
-            *g = (*g - dot) * p * scale;
-        }
-    });
+    for_rows(
+        grad,
+        t,
+        #[inline(always)]
+        |r, row| {
+            let p = &probs[r * t..(r + 1) * t];
+            let dot: f32 = row.iter().zip(p).map(|(g, p)| g * p).sum();
+            for (g, p) in row.iter_mut().zip(p) {
+                *g = (*g - dot) * p * scale;
+            }
+        },
+    );
 }
 
 /// `[N, heads, T, hd]` → `[N, T, heads·hd]`.

@@ -59,11 +59,14 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 fn gelu_forward(x: &[f32]) -> Vec<f32> {
     let mut y = x.to_vec();
     y.par_chunks_mut(CHUNK).for_each(|chunk| {
-        simd(|| {
-            for v in chunk {
-                *v *= normal_cdf_pdf(*v).0;
-            }
-        })
+        simd(
+            #[inline(always)]
+            || {
+                for v in chunk {
+                    *v *= normal_cdf_pdf(*v).0;
+                }
+            },
+        )
     });
     y
 }
@@ -73,12 +76,15 @@ fn gelu_backward(x: &[f32], g: &[f32]) -> Vec<f32> {
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(dx, x)| {
-            simd(|| {
-                for (g, &x) in dx.iter_mut().zip(x) {
-                    let (cdf, pdf) = normal_cdf_pdf(x);
-                    *g *= cdf + x * pdf;
-                }
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    for (g, &x) in dx.iter_mut().zip(x) {
+                        let (cdf, pdf) = normal_cdf_pdf(x);
+                        *g *= cdf + x * pdf;
+                    }
+                },
+            )
         });
     dx
 }

@@ -30,7 +30,12 @@ fn layer_norm_forward(
     let rows_per_task = (CHUNK / d.max(1)).max(1);
     y.par_chunks_mut(rows_per_task * d)
         .zip(stats.par_chunks_mut(rows_per_task * 2))
-        .for_each(|(y, stats)| simd(|| layer_norm_rows(y, stats, gamma, beta, d, eps)));
+        .for_each(|(y, stats)| {
+            simd(
+                #[inline(always)]
+                || layer_norm_rows(y, stats, gamma, beta, d, eps),
+            )
+        });
     (y, stats)
 }
 
@@ -80,34 +85,37 @@ fn layer_norm_backward(
         .zip(g.par_chunks(rows_per_task * d))
         .zip(stats.par_chunks(rows_per_task * 2))
         .map(|(((dx, x), g), stats)| {
-            simd(|| {
-                let mut d_gamma = vec![0.0f32; d];
-                let mut d_beta = vec![0.0f32; d];
-                let mut xhat = vec![0.0f32; d];
-                let mut gg = vec![0.0f32; d];
-                for (((dx, x), g), stat) in dx
-                    .chunks_exact_mut(d)
-                    .zip(x.chunks_exact(d))
-                    .zip(g.chunks_exact(d))
-                    .zip(stats.chunks_exact(2))
-                {
-                    let (mean, denom) = (stat[0], stat[1]);
-                    let (mut sum_gg, mut sum_ggx) = (0.0f32, 0.0f32);
-                    for j in 0..d {
-                        xhat[j] = (x[j] - mean) / denom;
-                        gg[j] = g[j] * gamma[j];
-                        sum_gg += gg[j];
-                        sum_ggx += gg[j] * xhat[j];
-                        d_gamma[j] += g[j] * xhat[j];
-                        d_beta[j] += g[j];
+            simd(
+                #[inline(always)]
+                || {
+                    let mut d_gamma = vec![0.0f32; d];
+                    let mut d_beta = vec![0.0f32; d];
+                    let mut xhat = vec![0.0f32; d];
+                    let mut gg = vec![0.0f32; d];
+                    for (((dx, x), g), stat) in dx
+                        .chunks_exact_mut(d)
+                        .zip(x.chunks_exact(d))
+                        .zip(g.chunks_exact(d))
+                        .zip(stats.chunks_exact(2))
+                    {
+                        let (mean, denom) = (stat[0], stat[1]);
+                        let (mut sum_gg, mut sum_ggx) = (0.0f32, 0.0f32);
+                        for j in 0..d {
+                            xhat[j] = (x[j] - mean) / denom;
+                            gg[j] = g[j] * gamma[j];
+                            sum_gg += gg[j];
+                            sum_ggx += gg[j] * xhat[j];
+                            d_gamma[j] += g[j] * xhat[j];
+                            d_beta[j] += g[j];
+                        }
+                        let (mean_gg, mean_ggx) = (sum_gg / d as f32, sum_ggx / d as f32);
+                        for j in 0..d {
+                            dx[j] = (gg[j] - mean_gg - xhat[j] * mean_ggx) / denom;
+                        }
                     }
-                    let (mean_gg, mean_ggx) = (sum_gg / d as f32, sum_ggx / d as f32);
-                    for j in 0..d {
-                        dx[j] = (gg[j] - mean_gg - xhat[j] * mean_ggx) / denom;
-                    }
-                }
-                (d_gamma, d_beta)
-            })
+                    (d_gamma, d_beta)
+                },
+            )
         })
         .collect();
     let mut d_gamma = vec![0.0f32; d];

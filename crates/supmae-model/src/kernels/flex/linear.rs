@@ -30,11 +30,16 @@ fn transposed(m: &FlexTensor) -> FlexTensor {
 fn linear_forward(x: &FlexTensor, weight: &FlexTensor, bias: &[f32]) -> FlexTensor {
     let mut y = matmul(x.clone(), weight.clone()); // [M, out], fresh and row-major
     let out = bias.len();
-    for_rows(y.storage_mut::<f32>(), out, |_, row| {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += b;
-        }
-    });
+    for_rows(
+        y.storage_mut::<f32>(),
+        out,
+        #[inline(always)]
+        |_, row| {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        },
+    );
     y
 }
 

@@ -180,11 +180,14 @@ fn for_rows(values: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync
         .par_chunks_mut(rows_per_task * len)
         .enumerate()
         .for_each(|(task, chunk)| {
-            simd(|| {
-                for (i, row) in chunk.chunks_exact_mut(len).enumerate() {
-                    f(task * rows_per_task + i, row);
-                }
-            })
+            simd(
+                #[inline(always)]
+                || {
+                    for (i, row) in chunk.chunks_exact_mut(len).enumerate() {
+                        f(task * rows_per_task + i, row);
+                    }
+                },
+            )
         });
 }
 
