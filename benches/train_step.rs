@@ -17,6 +17,8 @@ use supmae::burn::backend::{Autodiff, Flex};
 // The program's allocator and its settings, from the program's own source.
 #[path = "../crates/supmae-cli/src/alloc.rs"]
 mod alloc;
+#[path = "../crates/supmae-cli/src/compute.rs"]
+mod compute;
 
 fn main() {
     alloc::keep_freed_memory();
@@ -44,9 +46,11 @@ fn main() {
         } else {
             steps
         };
-        let (train, infer) =
+        // On the compute pool, as the program runs a single-peer job.
+        let (train, infer) = compute::on_pool(|| {
             supmae::bench::throughput::<Autodiff<Flex>>(name, batch, steps, &device)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         println!(
             "{{\"side\": \"burn\", \"config\": \"{name}\", \"batch\": {batch}, \"train_img_s\": {train:.2}, \"infer_img_s\": {infer:.2}, \"steps\": {steps}}}"
         );

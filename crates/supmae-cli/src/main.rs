@@ -6,6 +6,7 @@
 mod alloc;
 mod classifier;
 mod common;
+mod compute;
 mod convert;
 mod data;
 mod eval;
@@ -100,8 +101,10 @@ fn main() -> ExitCode {
             a.common.parallel.mpi = mpi.clone();
             classifier::linprobe(a).map(|()| ExitCode::SUCCESS)
         }
-        Command::Eval(a) => eval::run(a).map(|()| ExitCode::SUCCESS),
-        Command::Reconstruct(a) => reconstruct::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Eval(a) => compute::on_pool(|| eval::run(a)).map(|()| ExitCode::SUCCESS),
+        Command::Reconstruct(a) => {
+            compute::on_pool(|| reconstruct::run(a)).map(|()| ExitCode::SUCCESS)
+        }
         Command::Plot(a) => plot::run(a).map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::SUCCESS),
         Command::Convert(a) => convert::run(a).map(|()| ExitCode::SUCCESS),

@@ -151,7 +151,12 @@ impl Parallel {
         F: Fn(B::Device, PeerOf<B>, ProgressMode) -> Result<T> + Sync,
     {
         if self.peers() == 1 {
-            return Ok(vec![train(device, None, progress)?]);
+            // One peer: it runs on the compute pool (see `compute`). Several peers in this
+            // process stay on their own threads: a peer waiting in an all-reduce must not
+            // hold a pool thread the others need.
+            return Ok(vec![crate::compute::on_pool(|| {
+                train(device, None, progress)
+            })?]);
         }
         #[cfg(not(feature = "distributed"))]
         return Err(CliError(

@@ -38,7 +38,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     let kind = args.backend.resolve()?;
     let (config, steps) = (args.config.clone(), args.steps);
-    let (batch, train, infer) = cli(run_on(kind, Bench(args)))??;
+    let (batch, train, infer) = crate::compute::on_pool(|| cli(run_on(kind, Bench(args))))??;
     say!(
         "{{\"side\": \"burn-{kind}\", \"config\": \"{config}\", \"batch\": {batch}, \"train_img_s\": {train:.2}, \"infer_img_s\": {infer:.2}, \"steps\": {steps}}}"
     );
