@@ -21,14 +21,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Tells mimalloc never to return freed pages to the kernel. Call it first thing in `main`,
-/// before any thread is started; `MIMALLOC_PURGE_DELAY` in the environment still wins, so the old behaviour is one
-/// variable away (`MIMALLOC_PURGE_DELAY=1000`).
+/// before any thread is started. `MIMALLOC_PURGE_DELAY` in the environment still wins, so
+/// the old behaviour is one variable away (`MIMALLOC_PURGE_DELAY=1000`).
 pub fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
-    // The one `unsafe` in the workspace (docs/decisions.md, "The `supmae` program uses
-    // mimalloc"). SAFETY: `mi_option_set` stores a value in mimalloc's option table; it takes
+    // The workspace's one `unsafe` call outside tests (docs/decisions.md, "The `supmae`
+    // program uses mimalloc"). SAFETY: `mi_option_set` stores a value in mimalloc's option table; it takes
     // no pointers, and the option accepts every value (-1 = never purge). The store is a
     // plain write, so it must not race with other threads reading options: `main` calls
     // this before it starts any thread.
