@@ -33,6 +33,13 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let device = Default::default();
+    // The CPU and the instruction sets chosen on it, first, as one JSON line.
+    let isa = supmae::model::kernels::cpu_isa();
+    println!(
+        "{}",
+        serde_json::json!({"side": "burn", "cpu": isa.cpu, "kernels": isa.kernels,
+            "gemm": isa.gemm, "avx512_built": isa.avx512_built})
+    );
     for (name, batch, _) in supmae::bench::configs() {
         if args
             .iter()

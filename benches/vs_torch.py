@@ -4,7 +4,11 @@
 round, and prints per-configuration ratios and each side's share of the machine's f32 GEMM
 peak (measured here with a 2048^3 torch matmul on the same threads).
 
-    python3 benches/vs_torch.py [--rounds 2] [--steps 5] [--threads 2] [CONFIG...]
+    python3 benches/vs_torch.py [--rounds 2] [--steps 5] [--threads 2] [--without-avx512] [CONFIG...]
+
+It first prints the CPU, the instruction sets each side chose on it and the GEMM peak.
+`--without-avx512` also builds the bench without the `avx512` feature (the code an AVX2-only
+CPU runs) and runs it as a third side in every round, so the two builds compare in one run.
 
 FLOPs are counted analytically (2 per multiply-add, matmuls only: patch embedding, qkv,
 attention scores and values, projections, MLPs, decoder, heads); a training step counts
@@ -15,7 +19,8 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = {
@@ -46,21 +51,8 @@ def forward_flops(c):
     return f
 
 
-def peak_gflops(threads):
-    import torch
-    torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
-def run(cmd):
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+def run(cmd, env=None):
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
     return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
@@ -72,44 +64,56 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--without-avx512", action="store_true",
+                    help="also run a build without the avx512 feature, as a third side")
     a = ap.parse_args()
     names = a.configs or list(CFG)
     # Build once and run that executable, so every round measures the same binary.
-    built = subprocess.run(["cargo", "bench", "-p", "supmae-cli", "--bench", "train_step", "--no-run",
-                            "--message-format=json"],
-                           cwd=ROOT, check=True, capture_output=True, text=True)
-    exe = [json.loads(l)["executable"] for l in built.stdout.splitlines()
-           if '"executable":"' in l and json.loads(l).get("target", {}).get("name") == "train_step"][-1]
+    builds = [("burn", machine.cargo_executable("train_step", cwd=ROOT))]
+    if a.without_avx512:
+        builds.append(("noavx512", machine.cargo_executable("train_step", machine.WITHOUT_AVX512, ROOT)))
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    isa = {side: machine.supmae_isa(run([exe, "--steps", "0", "none"], env)[0]) for side, exe in builds}
     best = {}
     for r in range(a.rounds):
         for name in names:
-            for side, cmd in [
-                ("burn", [exe, name, "--steps", str(a.steps)]),
-                ("torch", [sys.executable, "benches/train_step_torch.py", name, "--steps",
-                           str(a.steps), "--threads", str(a.threads)]),
-            ]:
-                for row in run(cmd):
-                    key = (name, side)  # rows say burn / torch-cpu
+            sides = [(side, [exe, name, "--steps", str(a.steps)]) for side, exe in builds]
+            sides.append(("torch", [sys.executable, "benches/train_step_torch.py", name, "--steps",
+                                    str(a.steps), "--threads", str(a.threads)]))
+            for side, cmd in sides:
+                for row in run(cmd, env):
+                    if "train_img_s" not in row:
+                        continue
+                    key = (name, side)
                     prev = best.get(key)
                     best[key] = {k: max(row[k], prev[k]) if prev else row[k]
                                  for k in ("train_img_s", "infer_img_s")}
-                    print(f"round {r} {side:5} {name:10} train {row['train_img_s']:8.2f} img/s  "
+                    print(f"round {r} {side:8} {name:10} train {row['train_img_s']:8.2f} img/s  "
                           f"infer {row['infer_img_s']:8.2f} img/s", flush=True)
-    peak = peak_gflops(a.threads)
-    print(f"\nf32 GEMM peak (torch 2048^3 matmul, {a.threads} threads): {peak:.0f} GFLOP/s\n")
+    print()
+    peak = machine.describe(a.threads, [(" (default build)" if s == "burn" else " (without avx512)", t)
+                                        for s, t in isa.items()])
+    print()
     print("| config | batch | supmae train img/s | PyTorch train img/s | ratio | supmae % peak | "
-          "PyTorch % peak | supmae infer img/s | PyTorch infer img/s | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "PyTorch % peak | supmae infer img/s | PyTorch infer img/s | ratio |"
+          + (" without avx512: train img/s | its ratio | avx512 / without |" if a.without_avx512 else ""))
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+          + (" --- | --- | --- |" if a.without_avx512 else ""))
     for name in names:
         b, t = best.get((name, "burn")), best.get((name, "torch"))
         if not b or not t:
             continue
         gf = 3 * forward_flops(CFG[name]) / 1e9  # per image, training step
         pct = lambda ips: 100 * ips * gf / peak
-        print(f"| {name} | {CFG[name]['batch']} | {b['train_img_s']:.1f} | {t['train_img_s']:.1f} | "
-              f"**{b['train_img_s'] / t['train_img_s']:.2f}x** | {pct(b['train_img_s']):.0f}% | "
-              f"{pct(t['train_img_s']):.0f}% | {b['infer_img_s']:.1f} | {t['infer_img_s']:.1f} | "
-              f"{b['infer_img_s'] / t['infer_img_s']:.2f}x |")
+        line = (f"| {name} | {CFG[name]['batch']} | {b['train_img_s']:.1f} | {t['train_img_s']:.1f} | "
+                f"**{b['train_img_s'] / t['train_img_s']:.2f}x** | {pct(b['train_img_s']):.0f}% | "
+                f"{pct(t['train_img_s']):.0f}% | {b['infer_img_s']:.1f} | {t['infer_img_s']:.1f} | "
+                f"{b['infer_img_s'] / t['infer_img_s']:.2f}x |")
+        n = best.get((name, "noavx512"))
+        if n:
+            line += (f" {n['train_img_s']:.1f} | {n['train_img_s'] / t['train_img_s']:.2f}x | "
+                     f"{b['train_img_s'] / n['train_img_s']:.2f}x |")
+        print(line)
 
 
 if __name__ == "__main__":

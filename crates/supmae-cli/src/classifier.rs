@@ -14,7 +14,9 @@ use supmae::train::{
 };
 use supmae::{BackendJob, run_on};
 
-use crate::common::{BackendArg, CliError, Result, cli, err, finite, say, vit_model};
+use crate::common::{
+    BackendArg, CliError, Result, backend_label, cli, err, finite, say, vit_model,
+};
 use crate::parallel::{Parallel, PeerOf};
 
 mod job;
@@ -315,7 +317,8 @@ fn run(c: &Common, default_out: &str, recipe: impl FnOnce(usize) -> Result<Recip
     let kind = c.backend.resolve()?;
     let out_dir = c.out.clone().unwrap_or_else(|| PathBuf::from(default_out));
     eprintln!(
-        "backend: {kind}; {} on {} training images ({} classes); run folder {}",
+        "backend: {}; {} on {} training images ({} classes); run folder {}",
+        backend_label(kind),
         match recipe {
             Recipe::Finetune(_) => "fine-tuning",
             Recipe::Linprobe(_) => "linear probing",
@@ -361,7 +364,11 @@ fn resume(c: &Common, default_out: &str, linprobe: bool) -> Result<()> {
         ));
     }
     let kind = c.backend.resolve()?;
-    eprintln!("backend: {kind}; resuming {}", out_dir.display());
+    eprintln!(
+        "backend: {}; resuming {}",
+        backend_label(kind),
+        out_dir.display()
+    );
     let start = std::time::Instant::now();
     let job = Job {
         start: Start::Resume {

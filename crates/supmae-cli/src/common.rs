@@ -157,6 +157,17 @@ impl BackendArg {
     }
 }
 
+/// `kind` as the commands print it: for the CPU backend with the CPU's model and the
+/// instruction sets the kernels and the GEMM chose on it (speed differs about 2x between an
+/// AVX2 and an AVX-512 CPU, so every log says which it had).
+pub fn backend_label(kind: BackendKind) -> String {
+    if kind == BackendKind::Flex {
+        format!("{kind} ({})", supmae::model::kernels::cpu_isa())
+    } else {
+        kind.to_string()
+    }
+}
+
 /// The backend asked for (`Err` if it does not start), or the first of `preference` that
 /// `starts`, with the reasons the earlier ones were skipped.
 fn choose(

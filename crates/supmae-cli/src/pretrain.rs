@@ -9,7 +9,9 @@ use supmae::train::run_dir::{NewRun, Overwrite};
 use supmae::train::{DataSpec, EpochLog, PretrainConfig, Pretrainer, ProgressMode, load_data};
 use supmae::{BackendJob, run_on};
 
-use crate::common::{BackendArg, CliError, Result, cli, err, finite, mae_model, note, say};
+use crate::common::{
+    BackendArg, CliError, Result, backend_label, cli, err, finite, mae_model, note, say,
+};
 use crate::parallel::{Parallel, PeerOf};
 
 /// The model a folder of images gets when no `--model` is given.
@@ -244,7 +246,7 @@ pub fn run(args: Args) -> Result<()> {
         (Some(c), Some(line))
     };
     let kind = args.backend.resolve()?;
-    eprintln!("backend: {kind}");
+    eprintln!("backend: {}", backend_label(kind));
     if let Some(line) = model_line {
         eprintln!("{line}");
     }

@@ -26,6 +26,9 @@ use burn::tensor::activation::softmax;
 
 #[cfg(feature = "flex")]
 mod flex;
+mod isa;
+
+pub use isa::{CpuIsa, cpu_isa};
 
 /// Multi-head self-attention on a fused `[q | k | v]` projection, heads merged again.
 ///

@@ -191,13 +191,33 @@ fn for_rows(values: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync
         });
 }
 
-/// Runs `f` compiled for the best vector instructions this CPU has (AVX2 on x86-64 v3
-/// machines; the build's baseline, SSE2, otherwise), picked at run time. The loops inside
-/// are vectorised wider but not reordered or fused (Rust never contracts `a * b + c` into an
-/// FMA), so the results are the same bits on every CPU.
+/// Runs `f` compiled for the best vector instructions this CPU has (AVX-512 on x86-64 v4
+/// machines when built with the `avx512` feature, AVX2 on x86-64 v3 machines, the build's
+/// baseline, SSE2, otherwise), picked at run time. The loops inside are vectorised wider but
+/// not reordered or fused (Rust never contracts `a * b + c` into an FMA), so the results are
+/// the same bits on every CPU.
 #[inline(always)]
 fn simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+    arch().dispatch(f)
+}
+
+/// The instruction set [`simd`] picks, detected once.
+#[inline(always)]
+fn arch() -> pulp::Arch {
+    static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
+    *ARCH.get_or_init(pulp::Arch::new)
+}
+
+/// The name of the instruction set [`simd`] picks on this CPU.
+pub(super) fn isa_name() -> &'static str {
+    #[allow(unreachable_patterns)] // which variants exist depends on the target and features
+    match arch() {
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        pulp::Arch::V4(_) => "AVX-512 (x86-64-v4)",
+        #[cfg(target_arch = "x86_64")]
+        pulp::Arch::V3(_) => "AVX2+FMA (x86-64-v3)",
+        _ => "baseline",
+    }
 }
 
 mod attention;
