@@ -3,7 +3,10 @@
 the path the model's products take) against `torch.mm` on the same shapes, layouts and
 threads, alternating sides for each round; prints GFLOP/s per shape and side (best round).
 
-    python3 benches/gemm_vs_torch.py [--rounds 2] [--threads 2]
+    python3 benches/gemm_vs_torch.py [--rounds 2] [--threads 2] [--without-avx512]
+
+Prints the CPU, the instruction set Flex's GEMM chose and the GEMM peak first.
+`--without-avx512` adds a column for a build without the `avx512` feature (AVX2 kernels).
 """
 import argparse
 import json
@@ -11,6 +14,8 @@ import os
 import subprocess
 import sys
 import time
+
+import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,27 +52,43 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--without-avx512", action="store_true")
     a = ap.parse_args()
-    built = subprocess.run(["cargo", "bench", "-p", "supmae-cli", "--bench", "gemm_shapes", "--no-run",
-                            "--message-format=json"], cwd=ROOT, check=True, capture_output=True, text=True)
-    exe = [json.loads(l)["executable"] for l in built.stdout.splitlines()
-           if '"executable":"' in l and json.loads(l).get("target", {}).get("name") == "gemm_shapes"][-1]
+    builds = [("burn", machine.cargo_executable("gemm_shapes", cwd=ROOT))]
+    if a.without_avx512:
+        builds.append(("noavx512", machine.cargo_executable("gemm_shapes", machine.WITHOUT_AVX512, ROOT)))
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    best = {}
+    best, isa, burn = {}, {}, []
     for r in range(a.rounds):
-        out = subprocess.run([exe], cwd=ROOT, check=True, capture_output=True, text=True, env=env)
-        burn = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
-        for row in burn + torch_rows(a.threads):
+        rows = []
+        for side, exe in builds:
+            out = subprocess.run([exe], cwd=ROOT, check=True, capture_output=True, text=True, env=env)
+            for row in [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]:
+                if "shape" not in row:
+                    isa[side] = machine.supmae_isa(row)
+                    continue
+                row["side"] = side
+                rows.append(row)
+        burn = [row for row in rows if row["side"] == "burn"]
+        for row in rows + torch_rows(a.threads):
             key = (row["shape"], row["side"])
             best[key] = max(best.get(key, 0.0), row["gflops"])
         print(f"round {r} done", file=sys.stderr, flush=True)
-    shapes = list(dict.fromkeys(s for s, _ in best))
-    print("| product | m x n x k | Flex matmul GFLOP/s | torch.mm GFLOP/s | ratio |")
-    print("| --- | --- | --- | --- | --- |")
-    for s in shapes:
-        row = next(r for r in burn if r["shape"] == s)
+    machine.describe(a.threads, [(" (default build)" if s == "burn" else " (without avx512)", t)
+                                 for s, t in isa.items()])
+    print()
+    extra = a.without_avx512
+    print("| product | m x n x k | Flex matmul GFLOP/s | torch.mm GFLOP/s | ratio |"
+          + (" without avx512 GFLOP/s | avx512 / without |" if extra else ""))
+    print("| --- | --- | --- | --- | --- |" + (" --- | --- |" if extra else ""))
+    for row in burn:
+        s = row["shape"]
         f, t = best[(s, "burn")], best[(s, "torch")]
-        print(f"| {s} | {row['m']} x {row['n']} x {row['k']} | {f:.1f} | {t:.1f} | {f / t:.2f}x |")
+        line = f"| {s} | {row['m']} x {row['n']} x {row['k']} | {f:.1f} | {t:.1f} | {f / t:.2f}x |"
+        if extra:
+            n = best[(s, "noavx512")]
+            line += f" {n:.1f} | {f / n:.2f}x |"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ impl<B: Backend> SupMae<B> {
         noise: Option<Tensor<B, 2>>,
     ) -> Result<(Tensor<B, 3>, Masking<B>)> {
         self.check_images(&images)?;
-        let x = self.patch_embed.proj.forward(images); // [N, D, g, g]
+        let x = kernels::patch_conv(&self.patch_embed.proj, images); // [N, D, g, g]
         let [n, d, gh, gw] = x.dims();
         let masking = draw_masking(n, gh * gw, mask_ratio, noise, &x.device())?;
         let x = kernels::visible_tokens(

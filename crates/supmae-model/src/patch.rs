@@ -4,6 +4,8 @@ use burn::module::{Initializer, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 
+use crate::kernels;
+
 /// `Conv2d(C → D, kernel = stride = patch)` followed by flatten + transpose, as timm's
 /// `PatchEmbed` (checkpoint keys `patch_embed.proj.{weight,bias}`).
 #[derive(Module, Debug)]
@@ -60,7 +62,7 @@ impl<B: Backend> PatchEmbed<B> {
     /// - images: `[N, C, H, W]`
     /// - output: `[N, L, D]` with `L = (H/p)·(W/p)`, tokens in raster (row-major) order.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
-        let x = self.proj.forward(images); // [N, D, g, g]
+        let x = kernels::patch_conv(&self.proj, images); // [N, D, g, g]
         let [n, d, gh, gw] = x.dims();
         x.reshape([n, d, gh * gw]).swap_dims(1, 2) // [N, L, D]
     }

@@ -3,7 +3,7 @@
 //! token counts and a single head.
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::Param;
+use burn::module::{AutodiffModule, Param};
 use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -351,5 +351,81 @@ fn fused_linear_matches_unfused_values_and_gradients() {
         assert!(max_abs_diff(dx1, dx0) <= tx, "[{m},{d_in},{d_out}] dx");
         assert!(max_abs_diff(dw1, dw0) <= tw, "[{m},{d_in},{d_out}] dW");
         assert!(max_abs_diff(db1, db0) <= tb, "[{m},{d_in},{d_out}] db");
+    }
+}
+
+#[test]
+fn fused_patch_conv_matches_conv2d_values_and_gradients() {
+    use burn::nn::conv::Conv2dConfig;
+    <Ad as Backend>::seed(&Default::default(), 15);
+    // (N, C, H, W, p, D): the main job's 28 px / 7 px greyscale, px32's RGB, a non-square
+    // image, a single-pixel patch and a single image.
+    for (n, c, h, w, p, d) in [
+        (3, 1, 28, 28, 7, 96),
+        (2, 3, 32, 32, 4, 19),
+        (2, 3, 8, 12, 4, 5),
+        (1, 2, 3, 3, 1, 4),
+        (1, 3, 16, 16, 16, 8),
+    ] {
+        let conv = Conv2dConfig::new([c, d], [p, p])
+            .with_stride([p, p])
+            .init::<Ad>(&Default::default());
+        let x = random::<Ad, 4>([n, c, h, w], 1.0);
+        let wt = random::<Ad, 4>([n, d, h / p, w / p], 1.0);
+        let run = |fused: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if fused {
+                kernels::patch_conv(&conv, x.clone())
+            } else {
+                conv.forward(x.clone())
+            };
+            let grads = (y.clone() * wt.clone()).sum().backward();
+            let bias = conv.bias.as_ref().expect("bias");
+            (
+                y.inner(),
+                x.grad(&grads).expect("dx"),
+                conv.weight.val().grad(&grads).expect("dW"),
+                bias.val().grad(&grads).expect("db"),
+            )
+        };
+        let (y1, dx1, dw1, db1) = run(true);
+        let (y0, dx0, dw0, db0) = run(false);
+        let tol4 = |t: &Tensor<Flex, 4>| 1e-5 * max_abs(t.clone()).max(1.0);
+        let (ty, tx, tw) = (tol4(&y0), tol4(&dx0), tol4(&dw0));
+        let tb = 1e-5 * max_abs(db0.clone()).max(1.0);
+        let case = format!("[{n},{c},{h},{w}] p {p} d {d}");
+        assert!(max_abs_diff(y1, y0) <= ty, "{case}: y");
+        assert!(max_abs_diff(dx1, dx0) <= tx, "{case}: dx");
+        assert!(max_abs_diff(dw1, dw0) <= tw, "{case}: dW");
+        assert!(max_abs_diff(db1, db0) <= tb, "{case}: db");
+        // Inference (plain Flex) gives the training path's values.
+        let plain = kernels::patch_conv(&conv.valid(), x.clone().inner());
+        assert!(
+            max_abs_diff(plain, conv.valid().forward(x.clone().inner())) <= ty,
+            "{case}: inference"
+        );
+    }
+}
+
+#[test]
+fn patch_conv_falls_back_on_convolutions_it_cannot_fuse() {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    <Ad as Backend>::seed(&Default::default(), 16);
+    let x = random::<Flex, 4>([2, 3, 10, 10], 1.0);
+    // Overlapping (stride < kernel), padded, and not dividing the image: each must equal
+    // Conv2d exactly, since it is Conv2d.
+    for conv in [
+        Conv2dConfig::new([3, 4], [4, 4]).with_stride([2, 2]),
+        Conv2dConfig::new([3, 4], [5, 5])
+            .with_stride([5, 5])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        Conv2dConfig::new([3, 4], [4, 4]).with_stride([4, 4]),
+    ] {
+        let conv = conv.init::<Flex>(&Default::default());
+        let fused = kernels::patch_conv(&conv, x.clone());
+        let plain = conv.forward(x.clone());
+        assert_eq!(fused.dims(), plain.dims());
+        assert_eq!(max_abs_diff(fused, plain), 0.0);
     }
 }

@@ -1,6 +1,6 @@
 //! Fused operations with their own backward pass: multi-head attention on a fused qkv
-//! projection, LayerNorm, exact GELU, `Linear` with its bias, and the token gathers around
-//! the masking.
+//! projection, LayerNorm, exact GELU, `Linear` with its bias, the patch embedding's
+//! convolution, and the token gathers around the masking.
 //!
 //! Every function here is generic over `B: Backend` and computes what the model computed with
 //! plain Burn ops before, up to float rounding (the `*_unfused` functions, and
@@ -20,6 +20,7 @@
 //! so the public API stays `B: Backend` and a user's own backend needs no kernels. Set
 //! `SUPMAE_FUSED=0` in the environment to force the generic path (to compare or debug).
 
+use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -134,6 +135,22 @@ pub fn gelu_unfused<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         .erf()
         .add_scalar(1.0);
     (x * cdf2).div_scalar(2.0)
+}
+
+/// The patch embedding's convolution (kernel = stride = patch, no padding, a bias), as
+/// `Conv2d::forward`. On Flex it is one GEMM over the gathered patches
+/// (`flex/patch.rs`); any other convolution, and every other backend, runs `Conv2d`.
+///
+/// # Shapes
+/// - images: `[N, C, H, W]`, `H` and `W` multiples of the patch size `p`
+/// - output: `[N, D, H/p, W/p]`
+pub fn patch_conv<B: Backend>(conv: &Conv2d<B>, images: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let images = match flex::patch_conv::<B>(conv, images) {
+        Ok(out) => return out,
+        Err(images) => images,
+    };
+    conv.forward(images)
 }
 
 /// `x · W + b` of a `Linear` layer with a bias, as `Linear::forward`.

@@ -57,31 +57,33 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 }
 
 fn gelu_forward(x: &[f32]) -> Vec<f32> {
-    let mut y = x.to_vec();
-    y.par_chunks_mut(CHUNK).for_each(|chunk| {
-        simd(
-            #[inline(always)]
-            || {
-                for v in chunk {
-                    *v *= normal_cdf_pdf(*v).0;
-                }
-            },
-        )
-    });
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            simd(
+                #[inline(always)]
+                || {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x * normal_cdf_pdf(x).0;
+                    }
+                },
+            )
+        });
     y
 }
 
 fn gelu_backward(x: &[f32], g: &[f32]) -> Vec<f32> {
-    let mut dx = g.to_vec();
+    let mut dx = vec![0.0f32; g.len()];
     dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(dx, x)| {
+        .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(dx, (x, g))| {
             simd(
                 #[inline(always)]
                 || {
-                    for (g, &x) in dx.iter_mut().zip(x) {
+                    for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
                         let (cdf, pdf) = normal_cdf_pdf(x);
-                        *g *= cdf + x * pdf;
+                        *dx = g * (cdf + x * pdf);
                     }
                 },
             )

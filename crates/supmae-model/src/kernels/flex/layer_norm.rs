@@ -25,12 +25,15 @@ fn layer_norm_forward(
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>) {
     let rows = x.len() / d.max(1);
-    let mut y = x.to_vec();
+    // Each task copies its own rows in (the copy runs on every core, not before the loop).
+    let mut y = vec![0.0f32; x.len()];
     let mut stats = vec![0.0f32; 2 * rows];
     let rows_per_task = (CHUNK / d.max(1)).max(1);
     y.par_chunks_mut(rows_per_task * d)
+        .zip(x.par_chunks(rows_per_task * d))
         .zip(stats.par_chunks_mut(rows_per_task * 2))
-        .for_each(|(y, stats)| {
+        .for_each(|((y, x), stats)| {
+            y.copy_from_slice(x);
             simd(
                 #[inline(always)]
                 || layer_norm_rows(y, stats, gamma, beta, d, eps),

@@ -44,7 +44,7 @@ fn linear_forward(x: &FlexTensor, weight: &FlexTensor, bias: &[f32]) -> FlexTens
 }
 
 /// Column sums of a `[rows, cols]` matrix, per fixed chunk of rows, chunks added in order.
-fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
+pub(super) fn column_sums(g: &[f32], cols: usize) -> Vec<f32> {
     let rows_per_task = (CHUNK / cols.max(1)).max(1);
     let partials: Vec<Vec<f32>> = g
         .par_chunks(rows_per_task * cols)

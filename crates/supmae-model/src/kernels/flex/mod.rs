@@ -14,7 +14,6 @@ use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::backend::BackendTypes;
-use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
@@ -124,6 +123,11 @@ fn data(t: &FlexTensor) -> &[f32] {
     &t.storage::<f32>()[start..start + t.layout().num_elements()]
 }
 
+/// The whole storage of an `f32` tensor, whatever its layout.
+fn data_all(t: &FlexTensor) -> &[f32] {
+    t.storage::<f32>()
+}
+
 fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
     let shape = t.layout().shape();
     std::array::from_fn(|i| shape[i])
@@ -168,9 +172,10 @@ fn record<O: Backward<Flex, N>, const N: usize>(
     }
 }
 
-/// Flex's batched GEMM, which reads strided views in place.
+/// The batched GEMM on strided views, read in place, into a fresh row-major output
+/// (`product.rs`: Flex's own `gemm` call without its zero-fill-and-copy of the output).
 fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
-    <Flex as FloatTensorOps<Flex>>::float_matmul(lhs, rhs)
+    product::matmul(lhs, rhs)
 }
 
 /// Runs `f` on every row of length `len` of `values`, rows spread over the threads.
@@ -201,11 +206,18 @@ fn simd<R>(f: impl FnOnce() -> R) -> R {
     arch().dispatch(f)
 }
 
-/// The instruction set [`simd`] picks, detected once.
+/// The instruction set [`simd`] picks, detected once: the best this CPU has, or a lower
+/// one named by `SUPMAE_SIMD` (`avx2`, `baseline`), so the tests can run every path the
+/// machine can (and a user can compare them).
 #[inline(always)]
 fn arch() -> pulp::Arch {
     static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
-    *ARCH.get_or_init(pulp::Arch::new)
+    *ARCH.get_or_init(|| match std::env::var("SUPMAE_SIMD").as_deref() {
+        Ok("baseline") => pulp::Arch::Scalar,
+        #[cfg(target_arch = "x86_64")]
+        Ok("avx2") => pulp::x86::V3::try_new().map_or(pulp::Arch::Scalar, pulp::Arch::V3),
+        _ => pulp::Arch::new(),
+    })
 }
 
 /// The name of the instruction set [`simd`] picks on this CPU.
@@ -224,10 +236,13 @@ mod attention;
 mod gelu;
 mod layer_norm;
 mod linear;
+mod patch;
+mod product;
 mod tokens;
 
 pub(super) use attention::attention;
 pub(super) use gelu::gelu;
 pub(super) use layer_norm::layer_norm;
 pub(super) use linear::linear;
+pub(super) use patch::patch_conv;
 pub(super) use tokens::{decoder_tokens, visible_tokens};
