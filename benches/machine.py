@@ -49,7 +49,8 @@ def supmae_isa(line):
     if isinstance(line, dict):
         built = "" if line.get("avx512_built", True) else " (built without avx512)"
         return f"kernels {line['kernels']}; GEMM {line['gemm']}{built}"
-    return line.split("(", 1)[1].rstrip(")") if "(" in line else line
+    prefix = "backend: flex ("
+    return line[len(prefix):-1] if line.startswith(prefix) and line.endswith(")") else line
 
 
 def describe(threads, supmae=None, peak=None):

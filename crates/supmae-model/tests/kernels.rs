@@ -429,3 +429,38 @@ fn patch_conv_falls_back_on_convolutions_it_cannot_fuse() {
         assert_eq!(max_abs_diff(fused, plain), 0.0);
     }
 }
+
+/// What pulp's x86-64-v4 level needs (AVX-512 F, BW, CD, DQ, VL).
+#[cfg(target_arch = "x86_64")]
+fn has_v4() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512cd")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+}
+
+/// The row loops run on the instruction set the CI step asked for (`SUPMAE_SIMD`), so the
+/// steps that run these tests with `avx2` and `baseline` really test those paths.
+#[test]
+fn the_kernels_run_on_the_instruction_set_asked_for() {
+    let isa = kernels::cpu_isa();
+    let asked = std::env::var("SUPMAE_SIMD").unwrap_or_default();
+    #[cfg(target_arch = "x86_64")]
+    let expected = match asked.as_str() {
+        "baseline" => "baseline",
+        _ if asked == "avx2" || !isa.avx512_built || !has_v4() => {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                "AVX2+FMA (x86-64-v3)"
+            } else {
+                "baseline"
+            }
+        }
+        _ => "AVX-512 (x86-64-v4)",
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let expected = "baseline";
+    assert_eq!(isa.kernels, expected, "SUPMAE_SIMD={asked:?}: {isa}");
+}
