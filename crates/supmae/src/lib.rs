@@ -9,6 +9,7 @@
 //! | feature | backend |
 //! | --- | --- |
 //! | `flex` (default) | pure-Rust CPU (SIMD, multi-threaded) |
+//! | `avx512` (default) | the CPU backend's AVX-512 GEMM and row loops where the CPU has them (chosen at run time; without it, AVX2 at most) |
 //! | `wgpu` | GPU through wgpu (Vulkan, Metal, DX12, WebGPU) |
 //! | `vulkan` | wgpu compiled to SPIR-V for Vulkan |
 //! | `cuda` | NVIDIA CUDA |
