@@ -6,7 +6,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -15,15 +14,7 @@ use super::*;
 /// A `[rows, cols]` row-major matrix transposed, as a strided view.
 fn transposed(m: &FlexTensor) -> FlexTensor {
     let [rows, cols] = dims::<2>(m);
-    FlexTensor::from_arc(
-        m.data_arc(),
-        Layout::new(
-            Shape::from(vec![cols, rows]),
-            vec![1, cols as isize],
-            m.layout().start_offset(),
-        ),
-        DType::F32,
-    )
+    view2(m, [cols, rows], [1, cols])
 }
 
 /// `x · W + b`.

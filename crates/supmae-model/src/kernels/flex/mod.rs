@@ -141,6 +141,19 @@ fn from_vec(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
     )
 }
 
+/// A 2-D strided view of a tensor's storage from its start offset.
+fn view2(t: &FlexTensor, shape: [usize; 2], strides: [usize; 2]) -> FlexTensor {
+    FlexTensor::from_arc(
+        t.data_arc(),
+        Layout::new(
+            Shape::from(shape.to_vec()),
+            strides.iter().map(|&s| s as isize).collect(),
+            t.layout().start_offset(),
+        ),
+        DType::F32,
+    )
+}
+
 /// A strided view of a row-major tensor's elements, starting `offset` elements in.
 fn view(base: &FlexTensor, shape: [usize; 4], strides: [usize; 4], offset: usize) -> FlexTensor {
     FlexTensor::from_arc(

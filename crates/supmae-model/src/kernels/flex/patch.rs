@@ -119,19 +119,6 @@ fn tokens_first(planes: &[f32], g: Geometry) -> Vec<f32> {
     out
 }
 
-/// The `[D, C, p, p]` weight (row-major) as the `[C·p², D]` right-hand side.
-fn weight_rhs(weight: &FlexTensor, g: Geometry) -> FlexTensor {
-    FlexTensor::from_arc(
-        weight.data_arc(),
-        Layout::new(
-            Shape::from(vec![g.k(), g.d]),
-            vec![1, g.k() as isize],
-            weight.layout().start_offset(),
-        ),
-        DType::F32,
-    )
-}
-
 /// Forward: the output `[N, D, gh, gw]` and the patch rows (kept for the weight gradient).
 fn forward(
     images: &FlexTensor,
@@ -140,7 +127,8 @@ fn forward(
     g: Geometry,
 ) -> (FlexTensor, FlexTensor) {
     let rows = from_vec(patches(data(images), g), &[g.n * g.l(), g.k()]);
-    let tokens = matmul(rows.clone(), weight_rhs(weight, g)); // [N·L, D]
+    // The `[D, C, p, p]` weight read as the `[C·p², D]` right-hand side.
+    let tokens = matmul(rows.clone(), view2(weight, [g.k(), g.d], [1, g.k()])); // [N·L, D]
     let out = channels_first(data(&tokens), g, Some(bias));
     let (gh, gw) = (g.h / g.p, g.w / g.p);
     (from_vec(out, &[g.n, g.d, gh, gw]), rows)
@@ -175,19 +163,6 @@ impl Backward<Flex, 3> for PatchConvBackward {
             grads.register::<Flex>(px.id, from_vec(dx, &[g.n, g.c, g.h, g.w]));
         }
     }
-}
-
-/// A 2-D strided view of a tensor's storage from its start offset.
-fn view2(t: &FlexTensor, shape: [usize; 2], strides: [usize; 2]) -> FlexTensor {
-    FlexTensor::from_arc(
-        t.data_arc(),
-        Layout::new(
-            Shape::from(shape.to_vec()),
-            strides.iter().map(|&s| s as isize).collect(),
-            t.layout().start_offset(),
-        ),
-        DType::F32,
-    )
 }
 
 /// A row-major tensor with another shape of the same size.
