@@ -55,7 +55,7 @@ LP = dict(lr=4.0, min_lr=0.0, warmup_epochs=1, epochs=4, iters=5, accum_iter=1, 
           momentum=0.9, trust_coefficient=0.001)
 FT_STEPS = FT["epochs"] * FT["iters"]                     # 20
 LP_STEPS = LP["epochs"] * LP["iters"]                     # 20
-SNAP_STEPS = (1, 5, 20)
+SNAP_STEPS = (1, 2, 5, 20)
 
 SEED_TORCH_GLOBAL = 0      # torch.manual_seed: spec-1.11 / timm inits
 SEED_GEN = 2024            # torch.Generator: perturbation, data, head inits
@@ -725,11 +725,11 @@ Float tensors are float32 unless stated; integer tensors int64.
 | `labels` | [40,4] i64 | classes in 0..10 |
 | `noise` | [40,4,16] | `torch.rand` masking noise for pre-training micro-batch i (no ties within a row) |
 | `pretrain.init.<key>` | | full SupMAE state dict before training |
-| `pretrain.step{{1,5,20}}.<key>` | | full state dict after optimizer step 1 / 5 / 20 |
+| `pretrain.step{{1,2,5,20}}.<key>` | | full state dict after optimizer step 1 / 2 / 5 / 20 |
 | `pretrain.lr` | [20] f64 | lr of each optimizer step (all groups) |
 | `pretrain.loss` | [40] f64 | total loss `rec + 0.01·CE(logits/10)` of each micro-batch (before the /accum_iter) |
 | `finetune.init.<key>` | | fine-tune ViT state dict before training |
-| `finetune.step{{1,5,20}}.<key>` | | after step 1 / 5 / 20 |
+| `finetune.step{{1,2,5,20}}.<key>` | | after step 1 / 2 / 5 / 20 |
 | `finetune.lr` | [20] f64 | scale-1 lr of each step (group lr = this · lr_scale) |
 | `finetune.loss` | [20] f64 | soft-target CE of each step |
 | `finetune.lam` | [20] f64 | Beta draw of each step (before the CutMix correction) |
@@ -737,9 +737,9 @@ Float tensors are float32 unless stated; integer tensors int64.
 | `finetune.cy`, `finetune.cx` | [20] i64 | CutMix box centre (row, column) in [0,16); only used on CutMix steps |
 | `finetune.drop` | [20,4,4] | drop-path masks: [step, call (b1 attn, b1 mlp, b2 attn, b2 mlp), sample] |
 | `linprobe.init.<key>` | | plain ViT (cls-token) state dict, before the BN head wrap |
-| `linprobe.step{{1,5,20}}.head.1.weight` | [10,32] | linear head weight after step s |
-| `linprobe.step{{1,5,20}}.head.1.bias` | [10] | |
-| `linprobe.step{{1,5,20}}.head.0.running_mean`, `.head.0.running_var` | [32] | BN (affine=False) running stats after step s |
+| `linprobe.step{{1,2,5,20}}.head.1.weight` | [10,32] | linear head weight after step s |
+| `linprobe.step{{1,2,5,20}}.head.1.bias` | [10] | |
+| `linprobe.step{{1,2,5,20}}.head.0.running_mean`, `.head.0.running_var` | [32] | BN (affine=False) running stats after step s |
 | `linprobe.lr`, `linprobe.loss` | [20] f64 | lr and CE loss of each step |
 
 `num_batches_tracked` is an int64 0-d tensor (shape `[]`).

@@ -37,6 +37,10 @@ struct Cli {
     /// (protects against configs that would allocate tens of GB)
     #[arg(long, global = true, value_name = "N", default_value_t = supmae::model::config::DEFAULT_MAX_PARAMS)]
     max_params: u64,
+    /// Ceiling on the memory one image may take to decode, in MB: its decoded samples plus
+    /// the 8-bit copy (protects against small files that decode to gigabytes)
+    #[arg(long, global = true, value_name = "MB", default_value_t = supmae::data::DEFAULT_MAX_DECODED_BYTES >> 20)]
+    max_image_mb: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
     alloc::keep_freed_memory();
     let cli = Cli::parse();
     supmae::model::config::set_max_params(cli.max_params);
+    supmae::data::set_max_decoded_bytes(cli.max_image_mb.saturating_mul(1 << 20));
     // Under an MPI launcher: this process's place in the run. Held here, on the main thread,
     // until the command is over; dropping the last handle finalises MPI.
     #[cfg(feature = "mpi")]

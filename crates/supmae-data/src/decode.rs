@@ -10,6 +10,26 @@ use crate::error::{DataError, Result, io};
 /// Default cap on decoded pixels (width × height): 100 megapixels, ~300 MB as RGB8.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
+/// Default cap on the memory one image takes to decode: its decoded samples (16-bit and
+/// alpha included) plus the 8-bit copy it is converted to. 384 MB keeps one decode under
+/// 512 MB of resident memory and two loader threads of a 2-core, 24 GB machine under 1 GB;
+/// the largest ImageNet photo (about 32 megapixels, 95 MB as RGB8) is well inside it.
+pub const DEFAULT_MAX_DECODED_BYTES: u64 = 384 << 20;
+
+static MAX_DECODED_BYTES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_DECODED_BYTES);
+
+/// Sets the process-wide cap on the memory one image may take to decode (see
+/// [`DEFAULT_MAX_DECODED_BYTES`]); every reader, loader thread and command uses it.
+pub fn set_max_decoded_bytes(bytes: u64) {
+    MAX_DECODED_BYTES.store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The cap set by [`set_max_decoded_bytes`].
+pub fn max_decoded_bytes() -> u64 {
+    MAX_DECODED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A decoded image: interleaved 8-bit pixels, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image8 {
@@ -57,7 +77,43 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
             max_pixels,
         });
     }
+    let mut limits = Limits::default();
+    let max_bytes = max_decoded_bytes();
+    limits.max_alloc = Some(max_bytes);
+    // What the file declares, before any pixel memory is allocated: the decoded samples,
+    // plus the 8-bit copy when the conversion makes one.
+    {
+        use image::ImageDecoder;
+        let decoder = reader()?
+            .into_decoder()
+            .map_err(|e| decode_error(path, e))?;
+        let color = decoder.color_type();
+        let decoded = decoder.total_bytes();
+        let target = if channels == 1 {
+            image::ColorType::L8
+        } else {
+            image::ColorType::Rgb8
+        };
+        let copy = if color == target {
+            0
+        } else {
+            u64::from(width) * u64::from(height) * u64::from(target.bytes_per_pixel())
+        };
+        let needed = decoded.saturating_add(copy);
+        if needed > max_bytes {
+            let mb = |b: u64| b.div_ceil(1 << 20);
+            return Err(DataError::TooManyBytes {
+                path: path.to_path_buf(),
+                width,
+                height,
+                color: format!("{color:?}"),
+                needed_mb: mb(needed),
+                max_mb: mb(max_bytes),
+            });
+        }
+    }
     let mut reader = reader()?;
+    reader.limits(limits);
     // The JPEG decoder fills a truncated scan with grey instead of failing (PIL refuses such
     // files), so check for the end-of-image marker after the last start-of-scan ourselves.
     if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
@@ -66,10 +122,6 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
             message: "truncated JPEG: no end-of-image marker after the last scan".into(),
         });
     }
-    let mut limits = Limits::default();
-    // Decoders may allocate more than the final image (e.g. 16-bit or planar buffers).
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 24));
-    reader.limits(limits);
     let image = reader.decode().map_err(|e| decode_error(path, e))?;
     Ok(to_channels(image, channels))
 }

@@ -89,6 +89,25 @@ pub enum DataError {
         /// The cap.
         max_pixels: u64,
     },
+    /// The image would take more memory to decode than the cap allows.
+    #[error(
+        "{path} is {width}x{height} {color}, which takes {needed_mb} MB to decode and convert, \
+         above the cap of {max_mb} MB (raise it with `set_max_decoded_bytes` if this is intended)"
+    )]
+    TooManyBytes {
+        /// The file.
+        path: PathBuf,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The declared colour type, e.g. `Rgba16`.
+        color: String,
+        /// Decoded bytes plus the 8-bit copy, in MB (rounded up).
+        needed_mb: u64,
+        /// The cap in MB.
+        max_mb: u64,
+    },
     /// A dataset root or split folder does not exist.
     #[error("{what} not found: {path}")]
     Missing {

@@ -90,6 +90,7 @@ fn error_subject(error: &DataError) -> String {
         | DataError::NotAnImage { path }
         | DataError::Decode { path, .. }
         | DataError::TooLarge { path, .. }
+        | DataError::TooManyBytes { path, .. }
         | DataError::Missing { path, .. }
         | DataError::NoClasses { path }
         | DataError::EmptyClass { path, .. }

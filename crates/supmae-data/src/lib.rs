@@ -32,13 +32,17 @@ pub mod fashion_mnist;
 pub mod folder;
 pub mod imagenet;
 pub mod loader;
+pub mod resample;
 pub mod rng;
 pub mod source;
 pub mod transform;
 
 pub use augment::{AugmentOp, ErasingMode, RandAugment, RandomErasing};
 pub use check::{CheckReport, check_dataset};
-pub use decode::{DEFAULT_MAX_PIXELS, Image8, decode_image, read_image};
+pub use decode::{
+    DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, Image8, decode_image, max_decoded_bytes,
+    read_image, set_max_decoded_bytes,
+};
 pub use error::{DataError, Result};
 pub use fashion_mnist::FashionMnist;
 pub use folder::{

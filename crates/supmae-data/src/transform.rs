@@ -2,9 +2,12 @@
 //! `RandomResizedCrop` (bicubic) + `RandomHorizontalFlip` for training, `Resize` (shorter
 //! side, bicubic) + `CenterCrop` for evaluation, then `ToTensor` + `Normalize`.
 //!
-//! Resizing goes through `fast_image_resize`'s SIMD convolution with the Catmull-Rom cubic
-//! (`a = -0.5`), the kernel of PIL's `BICUBIC`, with the same support scaling when shrinking;
-//! `docs/data.md` records how far its output is from PIL's on a test image.
+//! Evaluation resizes with [`crate::resample::pil_bicubic_resize`], Pillow's fixed-point
+//! bicubic bit for bit, so the eval tensor is torchvision's. Training crops resize through
+//! `fast_image_resize`'s SIMD convolution with the Catmull-Rom cubic (`a = -0.5`), the
+//! kernel of PIL's `BICUBIC`, with the same support scaling when shrinking: within a grey
+//! level or so of PIL, and faster; training draws its crops from our RNG anyway, so it is
+//! equal to torchvision in distribution, not per sample (docs/decisions.md).
 
 use std::cell::RefCell;
 
@@ -14,6 +17,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use crate::augment::{RandAugment, RandomErasing};
 use crate::decode::{Image8, luma};
 use crate::error::{DataError, Result};
+use crate::resample::pil_bicubic_resize;
 use crate::rng::SampleRng;
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
 
@@ -130,6 +134,26 @@ pub fn center_crop_box(width: u32, height: u32, size: u32) -> CropBox {
         left: off(width),
         height: size.min(height),
         width: size.min(width),
+    }
+}
+
+/// The pixels of `image` inside `crop` (clipped to the image).
+pub fn crop(image: &Image8, crop: CropBox) -> Image8 {
+    let c = usize::from(image.channels);
+    let right = (crop.left + crop.width).min(image.width);
+    let bottom = (crop.top + crop.height).min(image.height);
+    let (left, top) = (crop.left.min(right), crop.top.min(bottom));
+    let row = image.width as usize * c;
+    let mut pixels = Vec::with_capacity((right - left) as usize * (bottom - top) as usize * c);
+    for y in top..bottom {
+        let start = y as usize * row + left as usize * c;
+        pixels.extend_from_slice(&image.pixels[start..start + (right - left) as usize * c]);
+    }
+    Image8 {
+        width: right - left,
+        height: bottom - top,
+        channels: image.channels,
+        pixels,
     }
 }
 
@@ -385,24 +409,11 @@ impl Transform {
                         max_pixels: crate::DEFAULT_MAX_PIXELS,
                     });
                 }
-                let full = CropBox {
-                    top: 0,
-                    left: 0,
-                    height: image.height,
-                    width: image.width,
-                };
-                let resized = resized_crop(image, full, w, h)?;
-                resized_crop(&resized, center_crop_box(w, h, size), size, size)?
+                // Pillow's resize, bit for bit, then torchvision's crop offsets.
+                let resized = pil_bicubic_resize(image, w, h);
+                crop(&resized, center_crop_box(w, h, size))
             }
-            Geometry::Resize => {
-                let full = CropBox {
-                    top: 0,
-                    left: 0,
-                    height: image.height,
-                    width: image.width,
-                };
-                resized_crop(image, full, size, size)?
-            }
+            Geometry::Resize => pil_bicubic_resize(image, size, size),
         };
         // torchvision draws the flip after the crop: `torch.rand(1) < p`.
         let flip = self.hflip > 0.0 && rng.uniform() < self.hflip;

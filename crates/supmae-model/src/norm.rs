@@ -59,6 +59,13 @@ impl<B: Backend> BatchNorm1d<B> {
                 + unbiased.reshape([c]).mul_scalar(m);
             self.running_mean.update(new_mean);
             self.running_var.update(new_var);
+            // Commit the update now: Burn's `RunningState` otherwise keeps it pending per
+            // thread, and a module visitor (the state-dict export) would read the statistics
+            // of one update ago.
+            let _ = (
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
+            );
             (mean, var)
         } else {
             (

@@ -49,6 +49,17 @@ pub fn soft_target_cross_entropy<B: Backend>(
     (logp * targets).sum_dim(1).mean().neg()
 }
 
+/// What one micro-batch of fine-tuning or linear probing did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchReport {
+    /// The global batch's loss.
+    pub loss: f64,
+    /// The learning rate of the iteration (of the groups with scale 1).
+    pub lr: f64,
+    /// Whether the optimizer stepped (the end of an accumulation window).
+    pub stepped: bool,
+}
+
 /// Accumulates loss and top-1/top-5 hits from logits on the host.
 #[derive(Debug, Default, Clone)]
 pub struct Accuracy {

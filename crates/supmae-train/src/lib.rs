@@ -39,7 +39,8 @@ pub mod run_dir;
 pub mod schedule;
 
 pub use classifier::{
-    Classifier, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, load_classifier,
+    BatchReport, Classifier, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport,
+    load_classifier,
 };
 pub use config::{DataSpec, PretrainConfig};
 #[cfg(feature = "mpi")]
@@ -47,9 +48,9 @@ pub use distributed::MpiWorld;
 #[cfg(feature = "distributed")]
 pub use distributed::{DistributedConfig, Peer};
 pub use error::{Result, TrainError};
-pub use finetune::{FinetuneConfig, Finetuner, Init, MixupConfig};
+pub use finetune::{FinetuneConfig, FinetuneDraws, Finetuner, Init, MixDraw, MixupConfig};
 pub use linprobe::{LarsConfig, LinearProbe, LinearProber, LinprobeConfig};
-pub use pretrain::{EpochLog, Pretrainer, load_data, load_pretrained, transforms};
+pub use pretrain::{EpochLog, PretrainBatch, Pretrainer, load_data, load_pretrained, transforms};
 pub use progress::ProgressMode;
 pub use run_dir::{Overwrite, RunDir};
 pub use schedule::{LrSchedule, ParamGroups, scaled_lr, warmup_cosine_lr};

@@ -78,6 +78,12 @@ impl<B: Backend> ProbeNorm<B> {
                 self.running_var.value_sync().mul_scalar(1.0 - m)
                     + unbiased.reshape([c]).mul_scalar(m),
             );
+            // Commit now, so a module visitor reads these statistics (see
+            // `supmae_model::BatchNorm1d`).
+            let _ = (
+                self.running_mean.value_sync(),
+                self.running_var.value_sync(),
+            );
             (mu, var)
         } else {
             (

@@ -341,6 +341,21 @@ def main():
     case("image_declares_100k_by_100k", ["reconstruct", "--checkpoint", ck, "--image",
                                          png("bomb.png", 100_000, 100_000, rows=b""), "--out",
                                          path("bomb.out.png")], "error", "above the cap")
+    def png16_rgba(name, width, height):
+        # Streamed: 800 MB of zero samples compress to under 1 MB.
+        z = zlib.compressobj(9)
+        row = b"\0" * (1 + 8 * width)
+        idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+
+        def chunk(t, d):
+            return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+        ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+        return write(name, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    # 100 megapixels (inside the pixel cap) of 16-bit RGBA: 800 MB decoded.
+    case("image_10000x10000_rgba16_png", ["reconstruct", "--checkpoint", ck, "--image",
+                                          png16_rgba("rgba16.png", 10_000, 10_000), "--out",
+                                          path("rgba16.out.png")], "error", "above the cap of 384 MB")
     case("reconstruct_scale_100000", ["reconstruct", "--checkpoint", ck, "--image", image,
                                       "--scale", "100000", "--out", path("scale.png")],
          "error", "--scale")

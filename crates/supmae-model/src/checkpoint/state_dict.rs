@@ -267,8 +267,9 @@ impl StateDict {
         Ok((values.into_iter().map(|v| v as f32).collect(), shape))
     }
 
-    /// Reads one tensor's values (exact for every float type and for integers up to 2^53).
-    fn read_f64(&self, key: &str) -> Result<(Vec<f64>, Vec<usize>), CheckpointError> {
+    /// Reads one tensor's values as `f64`, in PyTorch layout (exact for every float type and
+    /// for integers up to 2^53).
+    pub fn read_f64(&self, key: &str) -> Result<(Vec<f64>, Vec<usize>), CheckpointError> {
         let stored = self
             .tensors
             .get(key)

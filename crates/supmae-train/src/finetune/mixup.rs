@@ -14,13 +14,15 @@ pub fn mixup_targets(labels: &[usize], classes: usize, lam: f64, smoothing: f64)
     let n = labels.len();
     let off = smoothing / classes as f64;
     let on = 1.0 - smoothing + off;
+    // In f32 as timm computes it: f32 one-hots times the f32-rounded scalars.
+    let (on, off, a, b) = (on as f32, off as f32, lam as f32, (1.0 - lam) as f32);
     let mut out = vec![0f32; n * classes];
     for (i, row) in out.chunks_mut(classes).enumerate() {
-        let (a, b) = (labels[i], labels[n - 1 - i]);
+        let (la, lb) = (labels[i], labels[n - 1 - i]);
         for (c, v) in row.iter_mut().enumerate() {
-            let ya = if c == a { on } else { off };
-            let yb = if c == b { on } else { off };
-            *v = (lam * ya + (1.0 - lam) * yb) as f32;
+            let ya = if c == la { on } else { off };
+            let yb = if c == lb { on } else { off };
+            *v = ya * a + yb * b;
         }
     }
     out
@@ -125,6 +127,59 @@ impl MixupConfig {
     }
 }
 
+/// The random draws of one batch's Mixup / CutMix: timm's `_params_per_batch` (`lam`, and
+/// whether CutMix is used) and `rand_bbox`'s box centre.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixDraw {
+    /// The Beta draw before CutMix's box correction (1.0: the batch is not mixed).
+    pub lam: f64,
+    /// CutMix's box centre `(cy, cx)`; `None` for Mixup.
+    pub cutmix_center: Option<(usize, usize)>,
+}
+
+impl MixDraw {
+    /// No mixing.
+    pub const NONE: Self = Self {
+        lam: 1.0,
+        cutmix_center: None,
+    };
+
+    /// Draws a batch's parameters from `rng`, in timm's order: whether to mix (`prob`),
+    /// CutMix or Mixup (`switch_prob`), `lam ~ Beta(α, α)`, then the box centre uniformly in
+    /// the `height × width` image (only for a mixed batch of `n > 0` images).
+    pub fn sample(
+        cfg: &MixupConfig,
+        n: usize,
+        (height, width): (usize, usize),
+        rng: &mut SampleRng,
+    ) -> Self {
+        let mut lam = 1.0;
+        let mut use_cutmix = false;
+        if cfg.active() && rng.uniform() < cfg.prob {
+            if cfg.mixup_alpha > 0.0 && cfg.cutmix_alpha > 0.0 {
+                use_cutmix = rng.uniform() < cfg.switch_prob;
+                let alpha = if use_cutmix {
+                    cfg.cutmix_alpha
+                } else {
+                    cfg.mixup_alpha
+                };
+                lam = rng.beta(alpha, alpha);
+            } else if cfg.mixup_alpha > 0.0 {
+                lam = rng.beta(cfg.mixup_alpha, cfg.mixup_alpha);
+            } else {
+                use_cutmix = true;
+                lam = rng.beta(cfg.cutmix_alpha, cfg.cutmix_alpha);
+            }
+        }
+        let cutmix_center = (use_cutmix && lam != 1.0 && n > 0).then(|| {
+            let cy = rng.int_range(0, height as u64) as usize;
+            let cx = rng.int_range(0, width as u64) as usize;
+            (cy, cx)
+        });
+        Self { lam, cutmix_center }
+    }
+}
+
 /// Mixes a batch in place as timm's `Mixup._mix_batch` (pairs `i` with `N − 1 − i`) and
 /// returns the soft targets and the (corrected) `lam`.
 ///
@@ -138,31 +193,30 @@ pub fn mix_batch(
     cfg: &MixupConfig,
     rng: &mut SampleRng,
 ) -> (Vec<f32>, f64) {
+    let draw = MixDraw::sample(cfg, labels.len(), (h, w), rng);
+    mix_batch_with(images, labels, (c, h, w), classes, cfg.smoothing, draw)
+}
+
+/// [`mix_batch`] with given draws: Mixup `x·lam + x_flip·(1 − lam)` (in `f32`, in that
+/// order), or CutMix's box from the drawn centre with `lam` corrected to the clipped box;
+/// `smoothing` folded into the targets.
+///
+/// # Shapes
+/// - images: `[N, C, H, W]` flattened; labels: `[N]`; output targets `[N, classes]`
+pub fn mix_batch_with(
+    images: &mut [f32],
+    labels: &[usize],
+    (c, h, w): (usize, usize, usize),
+    classes: usize,
+    smoothing: f64,
+    draw: MixDraw,
+) -> (Vec<f32>, f64) {
     let n = labels.len();
-    let mut lam = 1.0;
-    let mut use_cutmix = false;
-    if cfg.active() && rng.uniform() < cfg.prob {
-        if cfg.mixup_alpha > 0.0 && cfg.cutmix_alpha > 0.0 {
-            use_cutmix = rng.uniform() < cfg.switch_prob;
-            let alpha = if use_cutmix {
-                cfg.cutmix_alpha
-            } else {
-                cfg.mixup_alpha
-            };
-            lam = rng.beta(alpha, alpha);
-        } else if cfg.mixup_alpha > 0.0 {
-            lam = rng.beta(cfg.mixup_alpha, cfg.mixup_alpha);
-        } else {
-            use_cutmix = true;
-            lam = rng.beta(cfg.cutmix_alpha, cfg.cutmix_alpha);
-        }
-    }
+    let mut lam = draw.lam;
     let per = c * h * w;
-    if lam != 1.0 && n > 0 {
+    if lam != 1.0 && n > 0 && images.len() >= n * per {
         let original = images[..n * per].to_vec();
-        if use_cutmix {
-            let cy = rng.int_range(0, h as u64) as usize;
-            let cx = rng.int_range(0, w as u64) as usize;
+        if let Some((cy, cx)) = draw.cutmix_center {
             let (top, bottom, left, right, corrected) = cutmix_box(h, w, lam, cy, cx);
             lam = corrected;
             for i in 0..n {
@@ -185,7 +239,7 @@ pub fn mix_batch(
             }
         }
     }
-    (mixup_targets(labels, classes, lam, cfg.smoothing), lam)
+    (mixup_targets(labels, classes, lam, smoothing), lam)
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use supmae_model::{VitClassifier, VitConfig};
 
 use crate::checkpoint::{CheckpointParts, write_atomic};
 use crate::classifier::{
-    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec, RunSpec, evaluate,
-    soft_target_cross_entropy, start_run,
+    BEST_FILE, BatchReport, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec,
+    RunSpec, evaluate, soft_target_cross_entropy, start_run,
 };
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError, io};
@@ -44,7 +44,9 @@ pub(crate) use init::append_jsonl;
 pub use init::{Init, init_classifier, is_native_checkpoint, pretrained_state};
 
 pub use lrd::{LrdGroup, finetune_no_weight_decay, layer_id, layer_scales, param_groups_lrd};
-pub use mixup::{MixupConfig, cutmix_box, mix_batch, mixup_targets, one_hot_targets};
+pub use mixup::{
+    MixDraw, MixupConfig, cutmix_box, mix_batch, mix_batch_with, mixup_targets, one_hot_targets,
+};
 
 type Opt<B> = OptimizerAdaptor<AdamW, VitClassifier<B>, B>;
 
@@ -71,6 +73,19 @@ pub struct Finetuner<B: AutodiffBackend> {
     load_report: Option<LoadReport>,
     progress: ProgressMode,
     peers: Peers<B>,
+    accumulator: GradientsAccumulator<VitClassifier<B>>,
+}
+
+/// Random draws of one fine-tuning micro-batch given by the caller instead of the run's
+/// streams (see [`Finetuner::train_batch`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinetuneDraws {
+    /// Mixup / CutMix parameters (`None`: drawn from the run's stream).
+    pub mix: Option<MixDraw>,
+    /// Stochastic-depth keep masks (`0.0`/`1.0` per sample, for every branch that draws, in
+    /// forward order; see [`supmae_model::seeding::with_masks`]); `None`: drawn from the
+    /// run's stream.
+    pub drop_path: Option<Vec<f32>>,
 }
 
 impl<B: AutodiffBackend> Finetuner<B> {
@@ -139,6 +154,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             load_report,
             progress: ProgressMode::Quiet,
             peers,
+            accumulator: GradientsAccumulator::new(),
         })
     }
 
@@ -208,11 +224,6 @@ impl<B: AutodiffBackend> Finetuner<B> {
     /// Trains, evaluates and checkpoints one epoch; returns its log.
     pub fn run_epoch(&mut self) -> Result<ClassifierLog> {
         let epoch = self.history.len();
-        let schedule = self.schedule();
-        let accum = self.config.accum_iter;
-        let classes = self.config.model.num_classes;
-        let c = self.config.model.in_chans;
-        let s = self.config.model.img_size;
         let mut progress = Progress::new(
             self.progress,
             epoch,
@@ -221,94 +232,15 @@ impl<B: AutodiffBackend> Finetuner<B> {
         );
         let start = Instant::now();
         let (mut sum_loss, mut sum_lr, mut images, mut done) = (0.0, 0.0, 0usize, 0usize);
-        let mut accumulator = GradientsAccumulator::<VitClassifier<B>>::new();
+        // Like the official loop, an incomplete accumulation window of the previous epoch is
+        // dropped.
+        self.accumulator = GradientsAccumulator::new();
         for (it, batch) in self.train.epoch(epoch as u64).enumerate() {
-            let mut batch: HostBatch = batch?;
+            let batch: HostBatch = batch?;
             let n = batch.len();
-            let lr = schedule.lr_at(epoch, it);
-            let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
-            // Each peer mixes its own share with its own numbers (rank 0: the
-            // single-process stream).
-            let salt = (self.peers.rank() as u64) << 48;
-            let mut rng = SampleRng::for_sample(
-                self.config.seed ^ 0x6d69_7875 ^ salt,
-                epoch as u64,
-                it as u64,
-            );
-            let (targets, _) = mix_batch(
-                &mut batch.images,
-                &labels,
-                (c, s, s),
-                classes,
-                &self.config.mixup,
-                &mut rng,
-            );
-            let (x, _) = batch.into_tensors::<B>(&self.device);
-            let targets =
-                Tensor::<B, 2>::from_data(TensorData::new(targets, [n, classes]), &self.device);
-            let model = self
-                .model
-                .take()
-                .unwrap_or_else(|| unreachable!("model present"));
-            // Stochastic depth draws from a stream of the run's seed and this step, so a
-            // resumed run draws the same masks.
-            let step_seed = SampleRng::for_sample(
-                self.config.seed ^ 0x6472_6f70 ^ salt,
-                epoch as u64,
-                it as u64,
-            )
-            .next_u64();
-            let logits = match supmae_model::seeding::with_stream(step_seed, || model.forward(x)) {
-                Ok(l) => l,
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e.into());
-                }
-            };
-            let loss = soft_target_cross_entropy(logits, targets);
-            // The global batch's loss: every peer sees the same value and stops together.
-            let local = loss.clone().into_scalar().elem::<f64>();
-            let value = match self.peers.mean_values(vec![local], &self.device) {
-                Ok(v) => v.first().copied().unwrap_or(f64::NAN),
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e);
-                }
-            };
-            if !value.is_finite() {
-                self.model = Some(model);
-                return Err(TrainError::NonFiniteLoss {
-                    epoch,
-                    iteration: it,
-                    value,
-                    checkpoint: self.run.file(CHECKPOINT_FILE).display().to_string(),
-                });
-            }
-            let scaled = if accum > 1 {
-                loss.div_scalar(accum as f64)
-            } else {
-                loss
-            };
-            let grads = GradientsParams::from_grads(scaled.backward(), &model);
-            let ready = if accum > 1 {
-                accumulator.accumulate(&model, grads);
-                ((it + 1) % accum == 0).then(|| accumulator.grads())
-            } else {
-                Some(grads)
-            };
-            let model = match ready {
-                Some(grads) => match self.peers.mean_grads(&model, grads) {
-                    Ok(grads) => self.step(model, grads, lr),
-                    Err(e) => {
-                        self.model = Some(model);
-                        return Err(e);
-                    }
-                },
-                None => model,
-            };
-            self.model = Some(model);
-            sum_loss += value;
-            sum_lr += lr;
+            let report = self.train_batch(epoch, it, batch, FinetuneDraws::default())?;
+            sum_loss += report.loss;
+            sum_lr += report.lr;
             images += n * self.peers.count();
             done += 1;
             progress.update(done, images, sum_loss / done as f64);
@@ -345,6 +277,176 @@ impl<B: AutodiffBackend> Finetuner<B> {
             }
         }
         Ok(log)
+    }
+
+    /// Trains on one micro-batch as iteration `iteration` of `epoch`: the schedule's lr,
+    /// Mixup/CutMix, drop path, the soft-target loss, accumulation, and an AdamW step of every
+    /// layer-decay group at the end of each accumulation window (`(iteration + 1) %
+    /// accum_iter == 0`). [`run_epoch`](Self::run_epoch) calls it for every batch of the
+    /// loader; calling it yourself feeds batches from elsewhere. `draws` replaces the run's
+    /// random draws (the PyTorch trajectory tests replay PyTorch's).
+    pub fn train_batch(
+        &mut self,
+        epoch: usize,
+        iteration: usize,
+        mut batch: HostBatch,
+        draws: FinetuneDraws,
+    ) -> Result<BatchReport> {
+        let it = iteration;
+        let accum = self.config.accum_iter;
+        let classes = self.config.model.num_classes;
+        let c = self.config.model.in_chans;
+        let s = self.config.model.img_size;
+        let n = batch.len();
+        if batch.images.len() != n * c * s * s {
+            return Err(TrainError::InvalidConfig {
+                field: "batch",
+                reason: format!(
+                    "{} values for {n} images of {c} x {s} x {s}",
+                    batch.images.len()
+                ),
+            });
+        }
+        let lr = self.schedule().lr_at(epoch, it);
+        let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+        // Each peer mixes its own share with its own numbers (rank 0: the single-process
+        // stream).
+        let salt = (self.peers.rank() as u64) << 48;
+        let mix = draws.mix.unwrap_or_else(|| {
+            let mut rng = SampleRng::for_sample(
+                self.config.seed ^ 0x6d69_7875 ^ salt,
+                epoch as u64,
+                it as u64,
+            );
+            MixDraw::sample(&self.config.mixup, n, (s, s), &mut rng)
+        });
+        let (targets, _) = mix_batch_with(
+            &mut batch.images,
+            &labels,
+            (c, s, s),
+            classes,
+            self.config.mixup.smoothing,
+            mix,
+        );
+        let (x, _) = batch.into_tensors::<B>(&self.device);
+        let targets =
+            Tensor::<B, 2>::from_data(TensorData::new(targets, [n, classes]), &self.device);
+        let model = self
+            .model
+            .take()
+            .unwrap_or_else(|| unreachable!("model present"));
+        let logits = match draws.drop_path {
+            // Stochastic depth draws from a stream of the run's seed and this step, so a
+            // resumed run draws the same masks.
+            None => {
+                let step_seed = SampleRng::for_sample(
+                    self.config.seed ^ 0x6472_6f70 ^ salt,
+                    epoch as u64,
+                    it as u64,
+                )
+                .next_u64();
+                supmae_model::seeding::with_stream(step_seed, || model.forward(x))
+            }
+            Some(masks) => {
+                let given = masks.len();
+                match supmae_model::seeding::with_masks(masks, || model.forward(x)) {
+                    (out, Ok(0)) => out,
+                    (_, left) => {
+                        self.model = Some(model);
+                        let reason = match left {
+                            Ok(left) => format!("{left} of the {given} given masks were not used"),
+                            Err(short) => format!("{short} more masks needed than {given} given"),
+                        };
+                        return Err(TrainError::InvalidConfig {
+                            field: "draws.drop_path",
+                            reason,
+                        });
+                    }
+                }
+            }
+        };
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e.into());
+            }
+        };
+        let loss = soft_target_cross_entropy(logits, targets);
+        // The global batch's loss: every peer sees the same value and stops together.
+        let local = loss.clone().into_scalar().elem::<f64>();
+        let value = match self.peers.mean_values(vec![local], &self.device) {
+            Ok(v) => v.first().copied().unwrap_or(f64::NAN),
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
+            }
+        };
+        if !value.is_finite() {
+            self.model = Some(model);
+            return Err(TrainError::NonFiniteLoss {
+                epoch,
+                iteration: it,
+                value,
+                checkpoint: self.run.file(CHECKPOINT_FILE).display().to_string(),
+            });
+        }
+        let scaled = if accum > 1 {
+            loss.div_scalar(accum as f64)
+        } else {
+            loss
+        };
+        let grads = GradientsParams::from_grads(scaled.backward(), &model);
+        let ready = if accum > 1 {
+            self.accumulator.accumulate(&model, grads);
+            (it + 1)
+                .is_multiple_of(accum)
+                .then(|| std::mem::take(&mut self.accumulator).grads())
+        } else {
+            Some(grads)
+        };
+        let stepped = ready.is_some();
+        let model = match ready {
+            Some(grads) => match self.peers.mean_grads(&model, grads) {
+                Ok(grads) => self.step(model, grads, lr),
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e);
+                }
+            },
+            None => model,
+        };
+        self.model = Some(model);
+        Ok(BatchReport {
+            loss: value,
+            lr,
+            stepped,
+        })
+    }
+
+    /// Replaces the classifier's weights by an official-key state dict holding every key
+    /// of the model (a fine-tuned `.pth`, or one prepared elsewhere), keeping the optimizer
+    /// groups and state.
+    pub fn load_state_dict(&mut self, state: &StateDict) -> Result<LoadReport> {
+        let model = self
+            .model
+            .take()
+            .unwrap_or_else(|| unreachable!("model present"));
+        let fallback = model.clone();
+        match supmae_model::checkpoint::load_state_dict(
+            model,
+            state,
+            &supmae_model::checkpoint::KeyPolicy::default(),
+        ) {
+            Ok((model, report)) => {
+                self.model = Some(model);
+                Ok(report)
+            }
+            Err(e) => {
+                self.model = Some(fallback);
+                Err(e.into())
+            }
+        }
     }
 
     /// One AdamW step per group with `lr · scale`.

@@ -100,6 +100,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             load_report: None,
             progress: ProgressMode::Quiet,
             peers,
+            accumulator: GradientsAccumulator::new(),
         };
         trainer.peers.check_same(trainer.model())?;
         // Epochs logged after the checkpoint are redone: the log matches the checkpoint.

@@ -10,14 +10,14 @@ use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use supmae_data::{AnySource, DataLoader, Geometry, Transform};
-use supmae_model::checkpoint::LoadReport;
+use supmae_data::{AnySource, DataLoader, Geometry, HostBatch, Transform};
+use supmae_model::checkpoint::{LoadReport, StateDict};
 use supmae_model::{VitClassifier, VitConfig};
 
 use crate::checkpoint::{CheckpointParts, write_atomic};
 use crate::classifier::{
-    BEST_FILE, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec, RunSpec, evaluate,
-    soft_target_cross_entropy, start_run,
+    BEST_FILE, BatchReport, ClassifierKind, ClassifierLog, ClassifierMeta, EvalReport, Rec,
+    RunSpec, evaluate, soft_target_cross_entropy, start_run,
 };
 use crate::config::DataSpec;
 use crate::error::{Result, TrainError};
@@ -180,6 +180,7 @@ pub struct LinearProber<B: AutodiffBackend> {
     frozen: VitClassifier<B::InnerBackend>,
     mu_weight: Option<Tensor<B::InnerBackend, 2>>,
     mu_bias: Option<Tensor<B::InnerBackend, 1>>,
+    pending: Option<HeadGrads<B>>,
     train: DataLoader<AnySource>,
     val: Option<DataLoader<AnySource>>,
     classes: Vec<String>,
@@ -256,6 +257,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             frozen,
             mu_weight: None,
             mu_bias: None,
+            pending: None,
             train: run.train,
             val: run.val,
             classes: run.classes,
@@ -316,16 +318,6 @@ impl<B: AutodiffBackend> LinearProber<B> {
     /// Trains, evaluates and checkpoints one epoch; returns its log.
     pub fn run_epoch(&mut self) -> Result<ClassifierLog> {
         let epoch = self.history.len();
-        let schedule = LrSchedule {
-            lr: self.config.peak_lr(),
-            min_lr: self.config.min_lr,
-            warmup_epochs: self.config.warmup_epochs,
-            epochs: self.config.epochs as f64,
-            iters_per_epoch: self.train.num_batches(),
-            accum_iter: self.config.accum_iter,
-        };
-        let accum = self.config.accum_iter;
-        let classes = self.config.model.num_classes;
         let mut progress = Progress::new(
             self.progress,
             epoch,
@@ -334,67 +326,14 @@ impl<B: AutodiffBackend> LinearProber<B> {
         );
         let start = Instant::now();
         let (mut sum_loss, mut sum_lr, mut images, mut done) = (0.0, 0.0, 0usize, 0usize);
-        let mut pending: Option<HeadGrads<B>> = None;
+        // An incomplete accumulation window of the previous epoch is dropped.
+        self.pending = None;
         for (it, batch) in self.train.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let n = batch.len();
-            let lr = schedule.lr_at(epoch, it);
-            let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
-            let (x, _) = batch.into_tensors::<B::InnerBackend>(&self.device);
-            let features = Tensor::<B, 2>::from_inner(self.frozen.embed(x)?);
-            let targets = Tensor::<B, 2>::from_data(
-                TensorData::new(one_hot_targets(&labels, classes, 0.0), [n, classes]),
-                &self.device,
-            );
-            let peers = &self.peers;
-            let normed = self
-                .model
-                .bn
-                .forward_with(features, true, peers.count(), |t| {
-                    if peers.count() == 1 {
-                        return Ok(t);
-                    }
-                    Ok(Tensor::from_inner(peers.mean(t.inner())?))
-                })?;
-            let logits = self.model.encoder.head.forward(normed);
-            let loss = soft_target_cross_entropy(logits, targets);
-            let local = loss.clone().into_scalar().elem::<f64>();
-            let value = self
-                .peers
-                .mean_values(vec![local], &self.device)?
-                .first()
-                .copied()
-                .unwrap_or(f64::NAN);
-            if !value.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    epoch,
-                    iteration: it,
-                    value,
-                    checkpoint: self.run.file(CHECKPOINT_FILE).display().to_string(),
-                });
-            }
-            let grads = loss.div_scalar(accum as f64).backward();
-            let head = &self.model.encoder.head;
-            let gw = head.weight.val().grad(&grads);
-            let gb = head.bias.as_ref().and_then(|b| b.val().grad(&grads));
-            let (Some(gw), Some(gb)) = (gw, gb) else {
-                return Err(TrainError::InvalidConfig {
-                    field: "model",
-                    reason: "the probe's head received no gradient".into(),
-                });
-            };
-            pending = Some(match pending.take() {
-                Some((w, b)) => (w + gw, b + gb),
-                None => (gw, gb),
-            });
-            if (it + 1) % accum == 0
-                && let Some((gw, gb)) = pending.take()
-            {
-                let (gw, gb) = self.mean_head_grads(gw, gb)?;
-                self.lars_step(gw, gb, lr);
-            }
-            sum_loss += value;
-            sum_lr += lr;
+            let report = self.train_batch(epoch, it, batch)?;
+            sum_loss += report.loss;
+            sum_lr += report.lr;
             images += n * self.peers.count();
             done += 1;
             progress.update(done, images, sum_loss / done as f64);
@@ -410,7 +349,8 @@ impl<B: AutodiffBackend> LinearProber<B> {
             test_loss: report.map(|r| r.loss),
             test_acc1: report.map(|r| r.acc1),
             test_acc5: report.map(|r| r.acc5),
-            n_parameters: self.config.model.embed_dim * classes + classes,
+            n_parameters: self.config.model.embed_dim * self.config.model.num_classes
+                + self.config.model.num_classes,
             images_per_sec: images as f64 / seconds.max(1e-9),
             seconds,
             images_seen: self.history.last().map_or(0, |h| h.images_seen) + images as u64,
@@ -476,6 +416,123 @@ impl<B: AutodiffBackend> LinearProber<B> {
             ));
             self.mu_bias = Some(mb);
         }
+    }
+
+    /// The schedule of the run.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            lr: self.config.peak_lr(),
+            min_lr: self.config.min_lr,
+            warmup_epochs: self.config.warmup_epochs,
+            epochs: self.config.epochs as f64,
+            iters_per_epoch: self.train.num_batches(),
+            accum_iter: self.config.accum_iter,
+        }
+    }
+
+    /// Trains the probe on one micro-batch as iteration `iteration` of `epoch`: frozen
+    /// features, the BatchNorm in training mode (running statistics updated), cross-entropy,
+    /// the head's gradients accumulated, and a LARS step at the end of each accumulation
+    /// window. [`run_epoch`](Self::run_epoch) calls it for every batch of the loader.
+    pub fn train_batch(
+        &mut self,
+        epoch: usize,
+        iteration: usize,
+        batch: HostBatch,
+    ) -> Result<BatchReport> {
+        let it = iteration;
+        let accum = self.config.accum_iter;
+        let classes = self.config.model.num_classes;
+        let (c, s) = (self.config.model.in_chans, self.config.model.img_size);
+        let n = batch.len();
+        if batch.images.len() != n * c * s * s {
+            return Err(TrainError::InvalidConfig {
+                field: "batch",
+                reason: format!(
+                    "{} values for {n} images of {c} x {s} x {s}",
+                    batch.images.len()
+                ),
+            });
+        }
+        let lr = self.schedule().lr_at(epoch, it);
+        let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
+        let (x, _) = batch.into_tensors::<B::InnerBackend>(&self.device);
+        let features = Tensor::<B, 2>::from_inner(self.frozen.embed(x)?);
+        let targets = Tensor::<B, 2>::from_data(
+            TensorData::new(one_hot_targets(&labels, classes, 0.0), [n, classes]),
+            &self.device,
+        );
+        let peers = &self.peers;
+        let normed = self
+            .model
+            .bn
+            .forward_with(features, true, peers.count(), |t| {
+                if peers.count() == 1 {
+                    return Ok(t);
+                }
+                Ok(Tensor::from_inner(peers.mean(t.inner())?))
+            })?;
+        let logits = self.model.encoder.head.forward(normed);
+        let loss = soft_target_cross_entropy(logits, targets);
+        let local = loss.clone().into_scalar().elem::<f64>();
+        let value = self
+            .peers
+            .mean_values(vec![local], &self.device)?
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN);
+        if !value.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                epoch,
+                iteration: it,
+                value,
+                checkpoint: self.run.file(CHECKPOINT_FILE).display().to_string(),
+            });
+        }
+        let grads = loss.div_scalar(accum as f64).backward();
+        let head = &self.model.encoder.head;
+        let gw = head.weight.val().grad(&grads);
+        let gb = head.bias.as_ref().and_then(|b| b.val().grad(&grads));
+        let (Some(gw), Some(gb)) = (gw, gb) else {
+            return Err(TrainError::InvalidConfig {
+                field: "model",
+                reason: "the probe's head received no gradient".into(),
+            });
+        };
+        self.pending = Some(match self.pending.take() {
+            Some((w, b)) => (w + gw, b + gb),
+            None => (gw, gb),
+        });
+        let mut stepped = false;
+        if (it + 1).is_multiple_of(accum)
+            && let Some((gw, gb)) = self.pending.take()
+        {
+            let (gw, gb) = self.mean_head_grads(gw, gb)?;
+            self.lars_step(gw, gb, lr);
+            stepped = true;
+        }
+        Ok(BatchReport {
+            loss: value,
+            lr,
+            stepped,
+        })
+    }
+
+    /// Replaces the encoder and head by an official-key state dict of the classifier (every
+    /// key of a cls-token ViT: `patch_embed.*`, `blocks.*`, `norm.*`, `head.*`, ...) and
+    /// clears the LARS momentum; the BatchNorm statistics are kept.
+    pub fn load_state_dict(&mut self, state: &StateDict) -> Result<LoadReport> {
+        let (encoder, report) = supmae_model::checkpoint::load_state_dict(
+            self.model.encoder.clone(),
+            state,
+            &supmae_model::checkpoint::KeyPolicy::default(),
+        )?;
+        self.frozen = encoder.valid();
+        self.model.encoder = encoder;
+        self.mu_weight = None;
+        self.mu_bias = None;
+        self.pending = None;
+        Ok(report)
     }
 
     /// Loss and top-1/top-5 on the validation split (BatchNorm with running statistics).

@@ -95,6 +95,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             frozen,
             mu_weight,
             mu_bias,
+            pending: None,
             train,
             val,
             classes,

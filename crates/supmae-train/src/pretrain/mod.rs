@@ -14,7 +14,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use supmae_data::fashion_mnist::{self, Split};
 use supmae_data::{
-    AnySource, DataLoader, FashionMnist, FolderDataset, Geometry, ImageNet, ImageSource,
+    AnySource, DataLoader, FashionMnist, FolderDataset, Geometry, HostBatch, ImageNet, ImageSource,
     LoaderConfig, SampleRng, ScanOptions, Shard, Transform,
 };
 use supmae_model::{SupMae, SupMaeInput};
@@ -67,6 +67,21 @@ pub struct EpochLog {
     pub val_acc1_masked: Option<f64>,
 }
 
+/// What one micro-batch of pre-training did (see [`Pretrainer::train_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PretrainBatch {
+    /// The global batch's total loss.
+    pub loss: f64,
+    /// Its reconstruction loss.
+    pub rec_loss: f64,
+    /// Its classification loss, `λ` included (0 for MAE).
+    pub cls_loss: f64,
+    /// The learning rate of the iteration.
+    pub lr: f64,
+    /// Whether the optimizer stepped (the end of an accumulation window).
+    pub stepped: bool,
+}
+
 /// Pre-trains a SupMAE / MAE with the official recipe, writing `config.json`, `log.jsonl`
 /// and an atomically replaced `checkpoint.ckpt` into its run folder.
 pub struct Pretrainer<B: AutodiffBackend> {
@@ -86,6 +101,7 @@ pub struct Pretrainer<B: AutodiffBackend> {
     progress: ProgressMode,
     peers: crate::peers::Peers<B>,
     init_report: Option<supmae_model::LoadReport>,
+    accumulator: GradientsAccumulator<SupMae<B>>,
 }
 
 use crate::peers::PeerArg;
@@ -269,6 +285,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             progress: ProgressMode::Quiet,
             peers: peer,
             init_report: None,
+            accumulator: GradientsAccumulator::new(),
         })
     }
 
@@ -354,6 +371,30 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     /// Replaces the model (keeps optimizer state keyed by parameter id).
     pub fn set_model(&mut self, model: SupMae<B>) {
         self.model = Some(model);
+    }
+
+    /// Replaces the weights by an official-format pre-training state dict (every key of the
+    /// model, as [`SupMae::load_state_dict`] requires), keeping the parameter groups and the
+    /// optimizer state.
+    pub fn load_state_dict(
+        &mut self,
+        state: &supmae_model::checkpoint::StateDict,
+    ) -> Result<supmae_model::LoadReport> {
+        let model = self
+            .model
+            .take()
+            .unwrap_or_else(|| unreachable!("the model is only taken during a step"));
+        let fallback = model.clone();
+        match model.load_state_dict(state) {
+            Ok((model, report)) => {
+                self.model = Some(model);
+                Ok(report)
+            }
+            Err(e) => {
+                self.model = Some(fallback);
+                Err(e.into())
+            }
+        }
     }
 
     /// Epochs finished so far.

@@ -40,116 +40,28 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     }
 
     pub(super) fn train_epoch(&mut self, epoch: usize) -> Result<EpochLog> {
-        let schedule = self.schedule();
         let iters = self.train.num_batches();
-        let accum = self.config.accum_iter;
-        let l = self.config.model.num_patches();
-        let supmae = self.config.model.cls_head.is_some();
         let mut progress = Progress::new(self.progress, epoch, self.config.epochs, iters);
         let start = Instant::now();
         let (mut sum_loss, mut sum_rec, mut sum_cls, mut sum_lr) = (0.0, 0.0, 0.0, 0.0);
         let mut images = 0usize;
         let mut done = 0usize;
-        let mut accumulator = GradientsAccumulator::<SupMae<B>>::new();
+        // Like the official loop, gradients of an incomplete final accumulation window are
+        // dropped (the optimizer's gradients are zeroed at the next epoch's start).
+        self.accumulator = GradientsAccumulator::new();
         for (it, batch) in self.train.epoch(epoch as u64).enumerate() {
             let batch = batch?;
-            let lr = schedule.lr_at(epoch, it);
             let n = batch.len();
-            let (x, y) = batch.into_tensors::<B>(&self.device);
-            // The masks of the global batch; this peer takes its rows.
-            let (peers, rank) = (self.peers(), self.rank());
-            let mut noise = mask_noise(self.config.seed, epoch, it, n * peers, l);
-            if peers > 1 {
-                noise = noise[rank * n * l..(rank + 1) * n * l].to_vec();
-            }
-            let noise = Tensor::<B, 2>::from_data(TensorData::new(noise, [n, l]), &self.device);
-            let model = self
-                .model
-                .take()
-                .unwrap_or_else(|| unreachable!("model present"));
-            let mut input = SupMaeInput::new(x)
-                .with_mask_ratio(self.config.mask_ratio)
-                .with_noise(noise)
-                .with_training(true);
-            if supmae {
-                input = input.with_labels(y);
-            }
-            let out = match model.forward(input) {
-                Ok(out) => out,
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e.into());
-                }
-            };
-            let cls = out
-                .cls_loss
-                .clone()
-                .unwrap_or_else(|| Tensor::zeros([1], &self.device));
-            let values: Vec<f64> =
-                Tensor::cat(vec![out.loss.clone(), out.rec_loss.clone(), cls], 0)
-                    .into_data()
-                    .convert::<f64>()
-                    .to_vec::<f64>()
-                    .unwrap_or_default();
-            // Logged losses are the global batch's; every peer stops on a non-finite one.
-            let values = match self.peers.mean_values(values, &self.device) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e);
-                }
-            };
-            // An unreadable value counts as non-finite below.
-            let value = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
-            let (loss, rec, cls) = (value(0), value(1), value(2));
-            if !loss.is_finite() {
-                self.model = Some(model);
-                let ckpt = self.run.file(CHECKPOINT_FILE);
-                return Err(TrainError::NonFiniteLoss {
-                    epoch,
-                    iteration: it,
-                    value: loss,
-                    checkpoint: if ckpt.exists() {
-                        ckpt.display().to_string()
-                    } else {
-                        "none written yet".into()
-                    },
-                });
-            }
-            let scaled = if accum > 1 {
-                out.loss.div_scalar(accum as f64)
-            } else {
-                out.loss
-            };
-            let grads = GradientsParams::from_grads(scaled.backward(), &model);
-            let grads = if accum > 1 {
-                accumulator.accumulate(&model, grads);
-                ((it + 1) % accum == 0).then(|| accumulator.grads())
-            } else {
-                Some(grads)
-            };
-            let model = match grads {
-                Some(grads) => match self.peers.mean_grads(&model, grads) {
-                    Ok(grads) => self.step(model, grads, lr),
-                    Err(e) => {
-                        self.model = Some(model);
-                        return Err(e);
-                    }
-                },
-                None => model,
-            };
-            self.model = Some(model);
-            sum_loss += loss;
-            sum_rec += rec;
-            sum_cls += cls;
-            sum_lr += lr;
+            let out = self.train_batch(epoch, it, batch, None)?;
+            sum_loss += out.loss;
+            sum_rec += out.rec_loss;
+            sum_cls += out.cls_loss;
+            sum_lr += out.lr;
             images += n * self.peers();
             done += 1;
             progress.update(done, images, sum_loss / done as f64);
         }
         progress.finish();
-        // Like the official loop, gradients of an incomplete final accumulation window are
-        // dropped (the optimizer's gradients are zeroed at the next epoch's start).
         let seconds = start.elapsed().as_secs_f64();
         let d = done.max(1) as f64;
         let seen = self.history.last().map_or(0, |h| h.images_seen) + images as u64;
@@ -164,6 +76,147 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             images_seen: seen,
             val_acc1_full: None,
             val_acc1_masked: None,
+        })
+    }
+
+    /// Trains on one micro-batch as iteration `iteration` of `epoch`: the schedule's lr, the
+    /// SupMAE loss with this step's masks, accumulation, and an AdamW step of both weight-decay
+    /// groups at the end of each accumulation window (`(iteration + 1) % accum_iter == 0`).
+    /// The training loop calls it for every batch of the loader; calling it yourself feeds
+    /// batches from elsewhere.
+    ///
+    /// `noise` (`[N, L]` row-major, uniform in `[0, 1)`, the masking noise of spec §1.5)
+    /// replaces the run's masks (the PyTorch trajectory tests replay PyTorch's); `None`
+    /// draws them from the run's seed, epoch and iteration.
+    pub fn train_batch(
+        &mut self,
+        epoch: usize,
+        iteration: usize,
+        batch: HostBatch,
+        noise: Option<Vec<f32>>,
+    ) -> Result<PretrainBatch> {
+        let it = iteration;
+        let accum = self.config.accum_iter;
+        let l = self.config.model.num_patches();
+        let (c, s) = (self.config.model.in_chans, self.config.model.img_size);
+        let supmae = self.config.model.cls_head.is_some();
+        let n = batch.len();
+        let bad = |reason: String| TrainError::InvalidConfig {
+            field: "batch",
+            reason,
+        };
+        if batch.images.len() != n * c * s * s {
+            return Err(bad(format!(
+                "{} values for {n} images of {c} x {s} x {s}",
+                batch.images.len()
+            )));
+        }
+        let lr = self.schedule().lr_at(epoch, it);
+        let (x, y) = batch.into_tensors::<B>(&self.device);
+        let noise = match noise {
+            Some(noise) if noise.len() == n * l => noise,
+            Some(noise) => {
+                return Err(bad(format!(
+                    "{} noise values for {n} images of {l} patches",
+                    noise.len()
+                )));
+            }
+            None => {
+                // The masks of the global batch; this peer takes its rows.
+                let (peers, rank) = (self.peers(), self.rank());
+                let noise = mask_noise(self.config.seed, epoch, it, n * peers, l);
+                if peers > 1 {
+                    noise[rank * n * l..(rank + 1) * n * l].to_vec()
+                } else {
+                    noise
+                }
+            }
+        };
+        let noise = Tensor::<B, 2>::from_data(TensorData::new(noise, [n, l]), &self.device);
+        let model = self
+            .model
+            .take()
+            .unwrap_or_else(|| unreachable!("model present"));
+        let mut input = SupMaeInput::new(x)
+            .with_mask_ratio(self.config.mask_ratio)
+            .with_noise(noise)
+            .with_training(true);
+        if supmae {
+            input = input.with_labels(y);
+        }
+        let out = match model.forward(input) {
+            Ok(out) => out,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e.into());
+            }
+        };
+        let cls = out
+            .cls_loss
+            .clone()
+            .unwrap_or_else(|| Tensor::zeros([1], &self.device));
+        let values: Vec<f64> = Tensor::cat(vec![out.loss.clone(), out.rec_loss.clone(), cls], 0)
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .unwrap_or_default();
+        // Logged losses are the global batch's; every peer stops on a non-finite one.
+        let values = match self.peers.mean_values(values, &self.device) {
+            Ok(v) => v,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
+            }
+        };
+        // An unreadable value counts as non-finite below.
+        let value = |i: usize| values.get(i).copied().unwrap_or(f64::NAN);
+        let (loss, rec, cls) = (value(0), value(1), value(2));
+        if !loss.is_finite() {
+            self.model = Some(model);
+            let ckpt = self.run.file(CHECKPOINT_FILE);
+            return Err(TrainError::NonFiniteLoss {
+                epoch,
+                iteration: it,
+                value: loss,
+                checkpoint: if ckpt.exists() {
+                    ckpt.display().to_string()
+                } else {
+                    "none written yet".into()
+                },
+            });
+        }
+        let scaled = if accum > 1 {
+            out.loss.div_scalar(accum as f64)
+        } else {
+            out.loss
+        };
+        let grads = GradientsParams::from_grads(scaled.backward(), &model);
+        let grads = if accum > 1 {
+            self.accumulator.accumulate(&model, grads);
+            (it + 1)
+                .is_multiple_of(accum)
+                .then(|| std::mem::take(&mut self.accumulator).grads())
+        } else {
+            Some(grads)
+        };
+        let stepped = grads.is_some();
+        let model = match grads {
+            Some(grads) => match self.peers.mean_grads(&model, grads) {
+                Ok(grads) => self.step(model, grads, lr),
+                Err(e) => {
+                    self.model = Some(model);
+                    return Err(e);
+                }
+            },
+            None => model,
+        };
+        self.model = Some(model);
+        Ok(PretrainBatch {
+            loss,
+            rec_loss: rec,
+            cls_loss: cls,
+            lr,
+            stepped,
         })
     }
 

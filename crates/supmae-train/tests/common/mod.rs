@@ -27,3 +27,4 @@ pub fn small_fashion(dir: &Path, n: usize, split: Split) -> AnySource {
         .unwrap();
     AnySource::FashionMnist(FashionMnist::from_dir(dir, split).unwrap())
 }
+pub mod trajectory;
