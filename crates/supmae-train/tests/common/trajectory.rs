@@ -10,7 +10,6 @@
 //! `supmae` crate (lavapipe).
 
 #![allow(clippy::needless_range_loop)]
-
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
