@@ -60,6 +60,21 @@ pub struct BatchReport {
     pub stepped: bool,
 }
 
+/// Checks that a micro-batch given to a learner holds `N` images of `c x s x s` values.
+pub(crate) fn check_batch(batch: &supmae_data::HostBatch, c: usize, s: usize) -> Result<()> {
+    let n = batch.len();
+    if batch.images.len() != n * c * s * s {
+        return Err(TrainError::InvalidConfig {
+            field: "batch",
+            reason: format!(
+                "{} values for {n} images of {c} x {s} x {s}",
+                batch.images.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Accumulates loss and top-1/top-5 hits from logits on the host.
 #[derive(Debug, Default, Clone)]
 pub struct Accuracy {

@@ -298,15 +298,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
         let c = self.config.model.in_chans;
         let s = self.config.model.img_size;
         let n = batch.len();
-        if batch.images.len() != n * c * s * s {
-            return Err(TrainError::InvalidConfig {
-                field: "batch",
-                reason: format!(
-                    "{} values for {n} images of {c} x {s} x {s}",
-                    batch.images.len()
-                ),
-            });
-        }
+        crate::classifier::check_batch(&batch, c, s)?;
         let lr = self.schedule().lr_at(epoch, it);
         let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
         // Each peer mixes its own share with its own numbers (rank 0: the single-process

@@ -445,15 +445,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
         let classes = self.config.model.num_classes;
         let (c, s) = (self.config.model.in_chans, self.config.model.img_size);
         let n = batch.len();
-        if batch.images.len() != n * c * s * s {
-            return Err(TrainError::InvalidConfig {
-                field: "batch",
-                reason: format!(
-                    "{} values for {n} images of {c} x {s} x {s}",
-                    batch.images.len()
-                ),
-            });
-        }
+        crate::classifier::check_batch(&batch, c, s)?;
         let lr = self.schedule().lr_at(epoch, it);
         let labels: Vec<usize> = batch.labels.iter().map(|&l| l as usize).collect();
         let (x, _) = batch.into_tensors::<B::InnerBackend>(&self.device);
