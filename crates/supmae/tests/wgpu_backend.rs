@@ -1,16 +1,53 @@
 //! The GPU code path on every commit: the wgpu backend (in CI, Mesa's software Vulkan
-//! driver, lavapipe) against the PyTorch fixtures and against the CPU backend.
+//! driver, lavapipe) against the PyTorch fixtures, against the CPU backend, and the three
+//! learners' trajectories against PyTorch's.
 //!
-//! `cargo test -p supmae --features wgpu --test wgpu_backend`. Without the feature this file
-//! is empty. Tolerances are 10x the CPU ones: GPU kernels sum in other orders.
-
-#![cfg(feature = "wgpu")]
+//! Part of `cargo test --workspace`: this crate's dev-dependency on Burn turns on its wgpu
+//! backend for the test build (the library and the program keep their own features). On a
+//! machine without a GPU or Vulkan driver the tests say so and pass without running, unless
+//! `SUPMAE_REQUIRE_WGPU=1` (as in CI), which makes a missing adapter a failure. Tolerances
+//! are 10x the CPU ones: GPU kernels sum in other orders.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
+use burn::backend::{Autodiff, Wgpu};
 use burn::tensor::backend::AutodiffBackend;
-use supmae::burn::backend::{Flex, Wgpu};
-use supmae::{BackendJob, BackendKind, EmbedError, Embedder, run_on};
+use supmae::burn::backend::Flex;
+use supmae::{BackendJob, EmbedError, Embedder};
+
+/// Whether a wgpu adapter starts here (probed once, on a throw-away tensor); panics when
+/// none does and `SUPMAE_REQUIRE_WGPU=1`.
+fn wgpu_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    let ok = *AVAILABLE.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let ok = std::panic::catch_unwind(|| {
+            use burn::prelude::*;
+            let t = Tensor::<Wgpu, 1>::from_floats([1.0, 2.0], &Default::default());
+            t.sum().into_scalar() == 3.0
+        })
+        .unwrap_or(false);
+        std::panic::set_hook(previous);
+        ok
+    });
+    if !ok {
+        assert!(
+            std::env::var("SUPMAE_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "SUPMAE_REQUIRE_WGPU=1 but no wgpu adapter starts (install a Vulkan driver, e.g. \
+             Mesa's lavapipe: apt install mesa-vulkan-drivers)"
+        );
+        eprintln!("no wgpu adapter on this machine: the wgpu test does not run");
+    }
+    ok
+}
+
+type Gpu = Autodiff<Wgpu>;
+type Cpu = Autodiff<Flex>;
+
+#[path = "../../supmae-train/tests/common/trajectory.rs"]
+mod trajectory;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/parity/fixtures/tiny")
@@ -38,7 +75,10 @@ impl BackendJob for Step {
 
 #[test]
 fn wgpu_matches_the_pytorch_fixtures_gradients_included() {
-    let rows = run_on(BackendKind::Wgpu, Parity).unwrap().unwrap();
+    if !wgpu_available() {
+        return;
+    }
+    let rows = Parity.run::<Gpu>(Default::default()).unwrap();
     assert_eq!(rows.len(), 5);
     for (name, diff, tol) in rows {
         eprintln!("wgpu vs PyTorch: {name}: max |diff| {diff:.2e}");
@@ -48,6 +88,9 @@ fn wgpu_matches_the_pytorch_fixtures_gradients_included() {
 
 #[test]
 fn wgpu_embeddings_equal_the_cpu_ones_and_training_steps_run() {
+    if !wgpu_available() {
+        return;
+    }
     let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../supmae-data/tests/data/photos");
     let paths = [photos.join("astronaut.jpg"), photos.join("chelsea.jpg")];
     let file = fixtures().join("vit_tiny_gp.pth");
@@ -60,7 +103,7 @@ fn wgpu_embeddings_equal_the_cpu_ones_and_training_steps_run() {
     for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
         assert!((x - y).abs() < 1e-4, "{x} vs {y}");
     }
-    let (train, infer) = run_on(BackendKind::Wgpu, Step).unwrap().unwrap();
+    let (train, infer) = Step.run::<Gpu>(Default::default()).unwrap();
     assert!(train > 0.0 && infer > 0.0);
 }
 
@@ -169,8 +212,11 @@ impl BackendJob for Kernels {
 
 #[test]
 fn fused_cpu_kernels_equal_the_generic_ops_on_wgpu() {
-    let gpu = run_on(BackendKind::Wgpu, Kernels).unwrap();
-    let cpu = run_on(BackendKind::Flex, Kernels).unwrap();
+    if !wgpu_available() {
+        return;
+    }
+    let gpu = Kernels.run::<Gpu>(Default::default());
+    let cpu = Kernels.run::<Cpu>(Default::default());
     for ((name, a), (_, b)) in gpu.iter().zip(&cpu) {
         assert_eq!(a.len(), b.len(), "{name}");
         let diff = a
@@ -184,4 +230,31 @@ fn fused_cpu_kernels_equal_the_generic_ops_on_wgpu() {
         );
         assert!(diff <= 1e-5 * scale, "{name}: {diff:e}");
     }
+}
+
+/// The three learner trajectories of `supmae-train/tests/trajectory.rs` on wgpu, at the
+/// same tolerances as on the CPU (the issue's: 1e-6 after steps 1-2, 1e-5 after 20, lr 1e-9,
+/// losses 1e-5). GPU kernels reduce in other orders (tiled matmuls, tree reductions), but
+/// over 20 steps the distances to PyTorch measured on lavapipe are those of the CPU backend:
+/// largest relative L2 after step 1/2/5/20 of pre-training 2.1e-8 / 3.7e-8 / 9.5e-8 /
+/// 1.4e-7, fine-tuning 0 / 4.5e-8 / 2.0e-7 / 6.5e-7, linear probing 2.8e-7 / 1.7e-7 /
+/// 1.5e-7 / 2.7e-7. That leaves a margin of 3.6x at the tightest point (the probe's first
+/// step) and 15x after 20 steps; the fixture's own float32-vs-float64 distances are of
+/// the same order (its README).
+#[test]
+fn the_learners_follow_pytorch_step_by_step_on_wgpu() {
+    if !wgpu_available() {
+        return;
+    }
+    type B = Gpu;
+    const WGPU: trajectory::Tolerances = trajectory::CPU;
+    let dir = std::env::temp_dir().join(format!("supmae-wgpu-trajectory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pretrain = trajectory::pretrain::<B>(&dir, Default::default(), WGPU);
+    eprintln!("wgpu pre-training, largest relative L2 per snapshot: {pretrain:?}");
+    let finetune = trajectory::finetune::<B>(&dir, Default::default(), WGPU);
+    eprintln!("wgpu fine-tuning, largest relative L2 per snapshot: {finetune:?}");
+    let linprobe = trajectory::linprobe::<B>(&dir, Default::default(), WGPU);
+    eprintln!("wgpu linear probing, largest relative L2 per snapshot: {linprobe:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
