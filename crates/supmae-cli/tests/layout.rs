@@ -1,6 +1,6 @@
 //! The workspace's layout rules, checked on the sources: no source file over 600 lines, no
-//! import cycles between the top-level modules of a crate, and a library crate that does
-//! not compile the command line.
+//! import cycles between the top-level modules of a crate nor between the files of one
+//! folder, and a library crate that does not compile the command line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -78,6 +78,51 @@ fn used_modules(text: &str) -> BTreeSet<String> {
     used
 }
 
+/// A cycle of `edges` (depth-first search for a back edge), if there is one; edges to
+/// names that are not keys are ignored.
+fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(n.to_string(), 1);
+        path.push(n.to_string());
+        for m in edges.get(n).into_iter().flatten() {
+            if !edges.contains_key(m) {
+                continue;
+            }
+            match state.get(m) {
+                Some(1) => {
+                    let start = path.iter().position(|p| p == m).unwrap();
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(m.clone());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(m, edges, state, path) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        path.pop();
+        state.insert(n.to_string(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for n in edges.keys() {
+        if !state.contains_key(n)
+            && let Some(cycle) = visit(n, edges, &mut state, &mut Vec::new())
+        {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
 #[test]
 fn no_import_cycles_between_the_modules_of_a_crate() {
     for krate in crate_dirs() {
@@ -101,47 +146,80 @@ fn no_import_cycles_between_the_modules_of_a_crate() {
                 .or_default()
                 .extend(used.into_iter().filter(|m| *m != module));
         }
-        // Depth-first search for a back edge.
-        fn visit(
-            n: &str,
-            edges: &BTreeMap<String, BTreeSet<String>>,
-            state: &mut BTreeMap<String, u8>,
-            path: &mut Vec<String>,
-        ) -> Option<Vec<String>> {
-            state.insert(n.to_string(), 1);
-            path.push(n.to_string());
-            for m in edges.get(n).into_iter().flatten() {
-                if !edges.contains_key(m) {
-                    continue;
-                }
-                match state.get(m) {
-                    Some(1) => {
-                        let start = path.iter().position(|p| p == m).unwrap();
-                        let mut cycle = path[start..].to_vec();
-                        cycle.push(m.clone());
-                        return Some(cycle);
-                    }
-                    Some(_) => {}
-                    None => {
-                        if let Some(c) = visit(m, edges, state, path) {
-                            return Some(c);
-                        }
-                    }
-                }
-            }
-            path.pop();
-            state.insert(n.to_string(), 2);
-            None
+        if let Some(cycle) = find_cycle(&edges) {
+            panic!("{}: import cycle {}", krate.display(), cycle.join(" -> "));
         }
-        let mut state = BTreeMap::new();
-        for n in edges.keys() {
-            if !state.contains_key(n)
-                && let Some(cycle) = visit(n, &edges, &mut state, &mut Vec::new())
-            {
-                panic!("{}: import cycle {}", krate.display(), cycle.join(" -> "));
+    }
+}
+
+/// `super::name` references in the code (not the comments) of a file to its sibling files
+/// in `siblings`.
+fn used_siblings(text: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut used = BTreeSet::new();
+    for (i, _) in code.match_indices("super::") {
+        let rest = &code[i + "super::".len()..];
+        let names: Vec<&str> = match rest.strip_prefix('{') {
+            Some(list) => list[..list.find('}').unwrap_or(list.len())]
+                .split(',')
+                .map(str::trim)
+                .collect(),
+            None => vec![rest],
+        };
+        for name in names {
+            let ident: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if siblings.contains(&ident) {
+                used.insert(ident);
             }
         }
     }
+    used
+}
+
+/// No import cycle between the sibling files of any folder of any crate (`a.rs` uses
+/// `super::b`, `b.rs` uses `super::a`, or longer): a circle between files is as hard to
+/// follow as one between top-level modules.
+#[test]
+fn no_import_cycles_between_the_files_of_a_module() {
+    let mut circles = Vec::new();
+    for krate in crate_dirs() {
+        let mut folders: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+        for file in sources(&krate) {
+            folders
+                .entry(file.parent().unwrap().to_path_buf())
+                .or_default()
+                .push(file);
+        }
+        for (folder, files) in folders {
+            let stem = |f: &Path| f.file_stem().unwrap().to_string_lossy().into_owned();
+            let siblings: BTreeSet<String> = files
+                .iter()
+                .map(|f| stem(f))
+                .filter(|s| s != "mod" && s != "lib" && s != "main")
+                .collect();
+            let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for f in files.iter().filter(|f| siblings.contains(&stem(f))) {
+                let text = std::fs::read_to_string(f).unwrap();
+                let mut used = used_siblings(&text, &siblings);
+                used.remove(&stem(f));
+                edges.insert(stem(f), used);
+            }
+            if let Some(cycle) = find_cycle(&edges) {
+                circles.push(format!("{}: {}", folder.display(), cycle.join(" -> ")));
+            }
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "import circles between files: {circles:?}"
+    );
 }
 
 #[test]

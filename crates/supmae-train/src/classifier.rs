@@ -360,7 +360,7 @@ pub(crate) fn start_run<R: Serialize>(
 ) -> Result<Run> {
     let (train, val, classes) = loaders(&spec, train, val)?;
     let run = target.open()?;
-    let json = serde_json::to_vec_pretty(recipe).unwrap_or_default();
+    let json = serde_json::to_vec_pretty(recipe).map_err(crate::error::json("config.json"))?;
     run.write_atomic(crate::run_dir::CONFIG_FILE, &json)?;
     run.write_atomic(crate::run_dir::LOG_FILE, b"")?;
     Ok(Run {
@@ -482,7 +482,7 @@ pub(crate) fn open_for_resume<C: serde::de::DeserializeOwned>(
 pub(crate) fn rewrite_log(run: &crate::run_dir::RunDir, history: &[ClassifierLog]) -> Result<()> {
     let mut text = String::new();
     for log in history {
-        text.push_str(&serde_json::to_string(log).unwrap_or_default());
+        text.push_str(&serde_json::to_string(log).map_err(crate::error::json("a log.jsonl line"))?);
         text.push('\n');
     }
     run.write_atomic(crate::run_dir::LOG_FILE, text.as_bytes())

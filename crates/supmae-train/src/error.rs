@@ -92,6 +92,15 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
+    /// A record could not be written as JSON (a run's config, log line or checkpoint
+    /// recipe); nothing was written in its place.
+    #[error("could not write {what} as JSON: {source}")]
+    Serialize {
+        /// What was being written (`"config.json"`, `"a log.jsonl line"`, ...).
+        what: &'static str,
+        /// The serializer's error.
+        source: serde_json::Error,
+    },
 }
 
 /// Shorthand for results of this crate.
@@ -100,4 +109,8 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
     move |source| TrainError::Io { path, source }
+}
+
+pub(crate) fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> TrainError {
+    move |source| TrainError::Serialize { what, source }
 }

@@ -23,6 +23,7 @@ use crate::error::CheckpointError;
 
 mod pickle;
 mod state_dict;
+mod tensor_ref;
 mod torch;
 
 /// Opens `path` for reading if it is a regular file (after following symlinks): a FIFO, a

@@ -7,7 +7,7 @@
 //! "billion laughs" pickles stay as small as their bytes), nothing is dropped recursively,
 //! and [`Pickle::tensors`] walks the object graph with a depth limit and a visit budget.
 
-use super::torch::{Dtype, TensorRef};
+use super::tensor_ref::{Dtype, TensorRef};
 
 /// Largest nesting of dicts [`Pickle::tensors`] descends into.
 pub const MAX_DEPTH: usize = 64;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
-use super::torch::{Record, TensorRef, TorchFile, read_values};
+use super::tensor_ref::TensorRef;
+use super::torch::{Record, TorchFile, read_values};
 use crate::error::CheckpointError;
 
 /// One tensor of a state dict: official key, PyTorch-layout shape, `f32` values.

@@ -64,6 +64,6 @@ pub(crate) fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(io(path))?;
-    let line = serde_json::to_string(value).unwrap_or_default();
+    let line = serde_json::to_string(value).map_err(json("a log.jsonl line"))?;
     writeln!(file, "{line}").map_err(io(path))
 }

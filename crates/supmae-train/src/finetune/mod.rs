@@ -27,7 +27,7 @@ use crate::classifier::{
     RunSpec, evaluate, soft_target_cross_entropy, start_run,
 };
 use crate::config::DataSpec;
-use crate::error::{Result, TrainError, io};
+use crate::error::{Result, TrainError, io, json};
 use crate::peers::{PeerArg, Peers};
 use crate::pretrain::{CHECKPOINT_FILE, LOG_FILE, load_pretrained};
 use crate::progress::{Progress, ProgressMode};
@@ -488,7 +488,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             epochs_done: self.history.len(),
             history: self.history.clone(),
             best_acc1: self.best_acc1,
-            recipe: serde_json::to_value(&self.config).unwrap_or_default(),
+            recipe: serde_json::to_value(&self.config).map_err(json("the checkpoint's recipe"))?,
             extras: Default::default(),
         };
         let bad = |e: String| TrainError::Checkpoint {

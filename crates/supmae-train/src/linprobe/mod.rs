@@ -20,7 +20,7 @@ use crate::classifier::{
     RunSpec, evaluate, soft_target_cross_entropy, start_run,
 };
 use crate::config::DataSpec;
-use crate::error::{Result, TrainError};
+use crate::error::{Result, TrainError, json};
 use crate::finetune::check_peer_count;
 use crate::finetune::{Init, append_jsonl, init_classifier, one_hot_targets};
 use crate::peers::{PeerArg, Peers};
@@ -552,7 +552,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             epochs_done: self.history.len(),
             history: self.history.clone(),
             best_acc1: self.best_acc1,
-            recipe: serde_json::to_value(&self.config).unwrap_or_default(),
+            recipe: serde_json::to_value(&self.config).map_err(json("the checkpoint's recipe"))?,
             extras: Default::default(),
         };
         let bad = |e: String| TrainError::Checkpoint {

@@ -271,7 +271,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        let line = serde_json::to_string(log).unwrap_or_default();
+        let line = serde_json::to_string(log).map_err(crate::error::json("a log.jsonl line"))?;
         writeln!(file, "{line}").map_err(io(&path))
     }
 
