@@ -45,6 +45,7 @@ sys.dont_write_bytecode = True
 import numpy as np
 import torch
 import torchvision
+from PIL import Image
 from torchvision import datasets, transforms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -155,7 +156,6 @@ def main():
         for j in range(count):
             name = photos[k]
             k += 1
-            from PIL import Image
             with open(os.path.join(PHOTOS, name), "rb") as f:
                 x = tf(Image.open(f).convert("RGB"))[None]
             with torch.no_grad():
