@@ -52,7 +52,7 @@ fn operand(rows: usize, cols: usize, transposed: bool) -> Tensor<Flex, 2> {
 
 fn main() {
     alloc::keep_freed_memory();
-    let isa = supmae::model::kernels::cpu_isa();
+    let isa = supmae_model::kernels::cpu_isa();
     println!(
         "{}",
         serde_json::json!({"side": "burn", "cpu": isa.cpu, "kernels": isa.kernels,

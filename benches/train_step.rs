@@ -10,7 +10,7 @@
 //! `px32` (SupMAE, 32 px, patch 4, width 192, depth 6, decoder 128/2/4, batch 128),
 //! `tiny16_sup` (supervised ViT-Ti/16, no masking, batch 32), `base16_d1b` (the paper's
 //! SupMAE ViT-B/16 with the 1-block decoder, batch 8). Default: all four. The model code is
-//! `supmae::bench::throughput`, which `supmae bench --backend cuda` runs on GPUs.
+//! the program's `bench.rs` (`throughput`), which `supmae bench --backend cuda` runs on GPUs.
 
 use supmae::burn::backend::{Autodiff, Flex};
 
@@ -19,6 +19,10 @@ use supmae::burn::backend::{Autodiff, Flex};
 mod alloc;
 #[path = "../crates/supmae-cli/src/compute.rs"]
 mod compute;
+// The benchmark configurations and step, from the program's source too (not library API).
+#[allow(dead_code)]
+#[path = "../crates/supmae-cli/src/bench.rs"]
+mod bench;
 
 fn main() {
     alloc::keep_freed_memory();
@@ -34,13 +38,13 @@ fn main() {
         .unwrap_or(5);
     let device = Default::default();
     // The CPU and the instruction sets chosen on it, first, as one JSON line.
-    let isa = supmae::model::kernels::cpu_isa();
+    let isa = supmae_model::kernels::cpu_isa();
     println!(
         "{}",
         serde_json::json!({"side": "burn", "cpu": isa.cpu, "kernels": isa.kernels,
             "gemm": isa.gemm, "avx512_built": isa.avx512_built})
     );
-    for (name, batch, _) in supmae::bench::configs() {
+    for (name, batch, _) in bench::configs() {
         if args
             .iter()
             .any(|a| !a.starts_with("--") && a.parse::<usize>().is_err())
@@ -54,10 +58,9 @@ fn main() {
             steps
         };
         // On the compute pool, as the program runs a single-peer job.
-        let (train, infer) = compute::on_pool(|| {
-            supmae::bench::throughput::<Autodiff<Flex>>(name, batch, steps, &device)
-        })
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (train, infer) =
+            compute::on_pool(|| bench::throughput::<Autodiff<Flex>>(name, batch, steps, &device))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         println!(
             "{{\"side\": \"burn\", \"config\": \"{name}\", \"batch\": {batch}, \"train_img_s\": {train:.2}, \"infer_img_s\": {infer:.2}, \"steps\": {steps}}}"
         );

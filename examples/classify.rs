@@ -11,8 +11,7 @@
 use image::{DynamicImage, GrayImage};
 use supmae::Embedder;
 use supmae::burn::backend::Flex;
-use supmae::data::fashion_mnist::Split;
-use supmae::data::{FashionMnist, ImageSource};
+use supmae::data::{FashionMnist, ImageSource, Split};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

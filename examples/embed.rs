@@ -12,8 +12,7 @@
 use image::{DynamicImage, GrayImage};
 use supmae::Embedder;
 use supmae::burn::backend::Flex;
-use supmae::data::fashion_mnist::Split;
-use supmae::data::{FashionMnist, ImageSource};
+use supmae::data::{FashionMnist, ImageSource, Split};
 
 fn normalise(mut v: Vec<f32>) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);

@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 
 use supmae::burn::backend::{Autodiff, Flex};
-use supmae::train::run_dir::{NewRun, Overwrite};
 use supmae::train::{
-    DataSpec, FinetuneConfig, Finetuner, Init, ProgressMode, TrainError, load_data, load_pretrained,
+    DataSpec, FinetuneConfig, Finetuner, Init, NewRun, Overwrite, ProgressMode, TrainError,
+    load_data, load_pretrained,
 };
 
 fn main() -> Result<(), TrainError> {

@@ -32,7 +32,7 @@ impl BackendJob for Forward {
             count.frozen,
             cfg.num_patches(),
             cfg.patch_size,
-            supmae::model::masking::len_keep(cfg.num_patches(), 0.75)
+            supmae::model::len_keep(cfg.num_patches(), 0.75)
         );
         let n = self.batch;
         let images = Tensor::<B, 4>::random(

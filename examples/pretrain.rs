@@ -5,8 +5,7 @@
 //! ```
 
 use supmae::burn::backend::{Autodiff, Flex};
-use supmae::train::run_dir::{NewRun, Overwrite};
-use supmae::train::{PretrainConfig, Pretrainer, ProgressMode, TrainError};
+use supmae::train::{NewRun, Overwrite, PretrainConfig, Pretrainer, ProgressMode, TrainError};
 
 fn main() -> Result<(), TrainError> {
     type B = Autodiff<Flex>;

@@ -10,8 +10,7 @@
 
 use image::{DynamicImage, GrayImage};
 use supmae::burn::backend::Flex;
-use supmae::data::fashion_mnist::Split;
-use supmae::data::{FashionMnist, ImageSource};
+use supmae::data::{FashionMnist, ImageSource, Split};
 use supmae::{Reconstructor, grid};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

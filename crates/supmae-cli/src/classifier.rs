@@ -2,22 +2,15 @@
 
 use std::path::PathBuf;
 
-use supmae::burn::tensor::backend::AutodiffBackend;
-use supmae::data::{AnySource, ImageSource};
-use supmae::model::VitConfig;
-use supmae::model::checkpoint::LoadReport;
-use supmae::train::finetune::is_native_checkpoint;
-use supmae::train::run_dir::{NewRun, Overwrite, checkpoint_in};
-use supmae::train::{
-    ClassifierLog, DataSpec, FinetuneConfig, Finetuner, Init, LinearProber, LinprobeConfig,
-    PretrainConfig, ProgressMode, load_data,
-};
-use supmae::{BackendJob, run_on};
+use supmae::run_on;
+use supmae_data::ImageSource;
+use supmae_model::VitConfig;
+use supmae_train::open::{Checkpoint, open};
+use supmae_train::run_dir::{NewRun, Overwrite};
+use supmae_train::{DataSpec, FinetuneConfig, Init, LinprobeConfig, PretrainConfig, load_data};
 
-use crate::common::{
-    BackendArg, CliError, Result, backend_label, cli, err, finite, say, vit_model,
-};
-use crate::parallel::{Parallel, PeerOf};
+use crate::common::{BackendArg, Result, backend_label, cli, err, finite, vit_model};
+use crate::parallel::Parallel;
 
 mod job;
 use job::{Job, Start, report};
@@ -169,10 +162,18 @@ fn classifier_model(
     global_pool: bool,
 ) -> Result<VitConfig> {
     Ok(match (&c.checkpoint, &c.model) {
-        (Some(path), _) if is_native_checkpoint(path) => {
-            let file = checkpoint_in(path);
-            let pre = cli(supmae::train::pretrain::read_pretrain_config(&file))?;
-            pre.model.classifier(classes, global_pool)
+        (Some(path), _) if path.exists() && cli(open(path))?.1.is_ours() => {
+            match cli(open(path))?.1 {
+                Checkpoint::Pretrain { config, .. } => {
+                    config.model.classifier(classes, global_pool)
+                }
+                _ => {
+                    return err(format!(
+                        "{}: a fine-tuned or probed classifier, not a pre-training checkpoint",
+                        path.display()
+                    ));
+                }
+            }
         }
         (_, Some(name)) => vit_model(name)?
             .with_num_classes(classes)
@@ -355,7 +356,7 @@ fn run(c: &Common, default_out: &str, recipe: impl FnOnce(usize) -> Result<Recip
 fn resume(c: &Common, default_out: &str, linprobe: bool) -> Result<()> {
     let out_dir = c.out.clone().unwrap_or_else(|| PathBuf::from(default_out));
     if !out_dir
-        .join(supmae::train::run_dir::CHECKPOINT_FILE)
+        .join(supmae_train::run_dir::CHECKPOINT_FILE)
         .is_file()
     {
         return err(format!(

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use supmae::burn::prelude::*;
 use supmae::burn::tensor::backend::AutodiffBackend;
-use supmae::model::{MaeConfig, VitConfig};
 use supmae::{BackendError, BackendJob, BackendKind, run_on};
+use supmae_model::{MaeConfig, VitConfig};
+use supmae_train::TrainError;
 
 /// A command-line error: one line for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +26,28 @@ impl std::error::Error for CliError {}
 /// Shorthand for the commands' results.
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
-/// Turns any displayable error into a [`CliError`].
-pub fn cli<T, E: fmt::Display>(r: Result<T, E>) -> Result<T> {
-    r.map_err(|e| CliError(e.to_string()))
+/// Turns any displayable error into a [`CliError`], adding the flags that fix it where the
+/// library's typed error says what is wrong (the library gives no command-line advice).
+pub fn cli<T, E: fmt::Display + 'static>(r: Result<T, E>) -> Result<T> {
+    r.map_err(|e| CliError(advise(&e)))
+}
+
+/// The message of `e`, with command-line advice for the typed errors that have some.
+pub fn advise<E: fmt::Display + 'static>(e: &E) -> String {
+    let any: &dyn std::any::Any = e;
+    let train = any.downcast_ref::<TrainError>().or_else(|| {
+        match any.downcast_ref::<supmae::EmbedError>() {
+            Some(supmae::EmbedError::Train(t)) => Some(t),
+            _ => None,
+        }
+    });
+    match train {
+        Some(TrainError::RunFolderInUse { .. }) => format!(
+            "{e}: continue it with --resume, start afresh with --overwrite (deletes it), or \
+             choose another folder (--out)"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// A [`CliError`] from a message.
@@ -162,7 +182,7 @@ impl BackendArg {
 /// AVX2 and an AVX-512 CPU, so every log says which it had).
 pub fn backend_label(kind: BackendKind) -> String {
     if kind == BackendKind::Flex {
-        format!("{kind} ({})", supmae::model::kernels::cpu_isa())
+        format!("{kind} ({})", supmae_model::kernels::cpu_isa())
     } else {
         kind.to_string()
     }
@@ -224,7 +244,7 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 fn read_config(path: &Path, name: &str) -> Result<String> {
     use std::io::Read;
     let mut text = String::new();
-    let read = supmae::model::checkpoint::open_regular(path)
+    let read = supmae_model::checkpoint::open_regular(path)
         .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text));
     match read {
         Err(e) => err(format!("--model {name}: {e}")),

@@ -34,7 +34,7 @@ impl BackendJob for Job {
     type Output = Result<String>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        cli(supmae::convert::convert::<B::InnerBackend>(
+        cli(supmae::convert::<B::InnerBackend>(
             &self.0.checkpoint,
             &self.0.out,
             &device,

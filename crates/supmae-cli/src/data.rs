@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use supmae::data::{DEFAULT_MAX_PIXELS, check_dataset};
+use supmae_data::{DEFAULT_MAX_PIXELS, check_dataset};
 
 use crate::common::{Result, cli, say};
 

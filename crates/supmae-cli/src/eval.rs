@@ -4,15 +4,17 @@
 use std::path::PathBuf;
 
 use supmae::burn::tensor::backend::AutodiffBackend;
-use supmae::data::{AnySource, DataLoader, FolderDataset, ImageNet, LoaderConfig, ScanOptions};
-use supmae::model::checkpoint::{KeyPolicy, StateDict, load_state_dict};
-use supmae::train::classifier::{Classifier, classifier_transforms, evaluate};
-use supmae::train::open::{Checkpoint, open};
-use supmae::train::robustness::{
+use supmae::{BackendJob, run_on};
+use supmae_data::{AnySource, DataLoader, FolderDataset, ImageNet, LoaderConfig, ScanOptions};
+use supmae_model::checkpoint::StateDict;
+use supmae_train::classifier::{Classifier, classifier_transforms, evaluate};
+use supmae_train::open::{Checkpoint, open};
+use supmae_train::robustness::{
     ClassSubsets, RobustnessOptions, RobustnessReport, RobustnessRoot, evaluate_robustness,
 };
-use supmae::train::{ClassifierKind, DataSpec, EvalReport, load_classifier, load_data};
-use supmae::{BackendJob, run_on};
+use supmae_train::{
+    ClassifierKind, DataSpec, EvalReport, load_classifier, load_data, official_classifier,
+};
 
 use crate::common::{BackendArg, CliError, Result, cli, err, say, vit_model};
 
@@ -29,7 +31,7 @@ pub struct Args {
     #[arg(long, value_name = "DATA")]
     pub data: Option<String>,
     /// ViT preset or JSON VitConfig of an official .pth (classes and pooling are read from
-    /// the file) [default: vit_base_patch16]
+    /// the file) [default: the architecture the file's tensor shapes give]
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
     /// Robustness instead: evaluate on whichever of imagenet-c/, imagenet-a/, imagenet-r/,
@@ -240,22 +242,24 @@ impl BackendJob for Job {
                     return err("--data is required to evaluate an official .pth checkpoint");
                 }
             };
-            let state = cli(StateDict::from_pytorch(&self.checkpoint))?;
-            let Some(head) = state.shape("head.weight") else {
+            let state = cli(StateDict::from_file(&self.checkpoint))?;
+            if !(state.contains("head.weight") || state.contains("head.1.weight")) {
                 return err(format!(
                     "{}: no `head.weight`: not a fine-tuned classifier (a pre-training \
                      checkpoint goes to `supmae finetune --checkpoint`)",
                     self.checkpoint.display()
                 ));
-            };
-            let name = self.model.as_deref().unwrap_or("vit_base_patch16");
-            let model = vit_model(name)?
-                .with_num_classes(head.first().copied().unwrap_or(0))
-                .with_global_pool(state.contains("fc_norm.weight"));
-            let vit = cli(model.init::<I<B>>(&device))?;
-            let (vit, _) = cli(load_state_dict(vit, &state, &KeyPolicy::default()))?;
+            }
+            let given = self.model.as_deref().map(vit_model).transpose()?;
+            let (classifier, model) =
+                cli(official_classifier::<I<B>>(&state, given.as_ref(), &device))?;
+            let name = self.model.as_deref().unwrap_or("ViT");
             let what = format!(
-                "official fine-tuned {name} ({} pool, {} classes)",
+                "official {} {name} ({} pool, {} classes)",
+                match classifier {
+                    Classifier::Vit(_) => "fine-tuned",
+                    Classifier::Probe(_) => "linear-probe",
+                },
                 if model.global_pool {
                     "global"
                 } else {
@@ -264,11 +268,11 @@ impl BackendJob for Job {
                 model.num_classes
             );
             let classes = if model.num_classes == 1000 {
-                supmae::data::imagenet_wnids()
+                supmae_data::imagenet_wnids()
             } else {
                 Vec::new()
             };
-            (Classifier::Vit(vit), model, data, what, classes)
+            (classifier, model, data, what, classes)
         };
         if let Some(root) = &self.robustness {
             let report = robustness::<I<B>>(
@@ -286,7 +290,7 @@ impl BackendJob for Job {
         let (_, eval_t) = cli(classifier_transforms(
             &data,
             &model,
-            supmae::data::Transform::pretrain(model.img_size as u32),
+            supmae_data::Transform::pretrain(model.img_size as u32),
         ))?;
         let loader = cli(DataLoader::new(
             std::sync::Arc::new(source),
@@ -310,7 +314,7 @@ impl BackendJob for Job {
 fn robustness<B: supmae::burn::prelude::Backend>(
     root: &RobustnessRoot,
     classifier: &Classifier<B>,
-    model: &supmae::model::VitConfig,
+    model: &supmae_model::VitConfig,
     classes: &[String],
     batch_size: usize,
     threads: usize,
@@ -336,7 +340,7 @@ fn robustness<B: supmae::burn::prelude::Backend>(
     let (_, transform) = cli(classifier_transforms(
         &folder,
         model,
-        supmae::data::Transform::pretrain(model.img_size as u32),
+        supmae_data::Transform::pretrain(model.img_size as u32),
     ))?;
     let options = RobustnessOptions {
         batch_size,

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use supmae::model::StateDict;
-use supmae::train::ClassifierKind;
-use supmae::train::open::{Checkpoint, open};
+use supmae_model::StateDict;
+use supmae_train::ClassifierKind;
+use supmae_train::open::{Checkpoint, open};
 
 use crate::common::{Result, cli, say};
 
@@ -70,7 +70,7 @@ fn describe(path: &std::path::Path) -> Result<String> {
         }
         Checkpoint::Foreign => {
             let state = cli(StateDict::from_file(&file))?;
-            let info = cli(supmae::model::inspect(&state))?;
+            let info = cli(supmae_model::inspect(&state))?;
             format!("{}: {}", file.display(), info.describe())
         }
     })

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 mod alloc;
+mod bench;
 mod classifier;
 mod common;
 mod compute;
@@ -35,11 +36,11 @@ struct Cli {
     command: Command,
     /// Ceiling on a model's parameters and buffers, for configs from files and flags
     /// (protects against configs that would allocate tens of GB)
-    #[arg(long, global = true, value_name = "N", default_value_t = supmae::model::config::DEFAULT_MAX_PARAMS)]
+    #[arg(long, global = true, value_name = "N", default_value_t = supmae_model::config::DEFAULT_MAX_PARAMS)]
     max_params: u64,
     /// Ceiling on the memory one image may take to decode, in MB: its decoded samples plus
     /// the 8-bit copy (protects against small files that decode to gigabytes)
-    #[arg(long, global = true, value_name = "MB", default_value_t = supmae::data::DEFAULT_MAX_DECODED_BYTES >> 20)]
+    #[arg(long, global = true, value_name = "MB", default_value_t = supmae_data::DEFAULT_MAX_DECODED_BYTES >> 20)]
     max_image_mb: u64,
 }
 
@@ -79,12 +80,12 @@ enum Command {
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
     let cli = Cli::parse();
-    supmae::model::config::set_max_params(cli.max_params);
-    supmae::data::set_max_decoded_bytes(cli.max_image_mb.saturating_mul(1 << 20));
+    supmae_model::config::set_max_params(cli.max_params);
+    supmae_data::set_max_decoded_bytes(cli.max_image_mb.saturating_mul(1 << 20));
     // Under an MPI launcher: this process's place in the run. Held here, on the main thread,
     // until the command is over; dropping the last handle finalises MPI.
     #[cfg(feature = "mpi")]
-    let mpi = match supmae::train::MpiWorld::from_launcher() {
+    let mpi = match supmae_train::MpiWorld::from_launcher() {
         Ok(world) => world.map(std::sync::Arc::new),
         Err(e) => {
             eprintln!("error: starting MPI: {e}");

@@ -3,20 +3,20 @@
 use std::sync::Arc;
 
 use supmae::burn::tensor::backend::AutodiffBackend;
-use supmae::train::ProgressMode;
+use supmae_train::ProgressMode;
 
 use crate::common::{CliError, Result};
 
 /// The peer a thread trains as, in a data-parallel run.
 #[cfg(feature = "distributed")]
-pub type PeerOf<B> = Option<supmae::train::Peer<<B as AutodiffBackend>::InnerBackend>>;
+pub type PeerOf<B> = Option<supmae_train::Peer<<B as AutodiffBackend>::InnerBackend>>;
 /// The peer a thread trains as (always `None` without the `distributed` feature).
 #[cfg(not(feature = "distributed"))]
 pub type PeerOf<B> = Option<std::marker::PhantomData<B>>;
 
 /// This process's MPI world (with the `mpi` feature).
 #[cfg(feature = "mpi")]
-pub type World = supmae::train::MpiWorld;
+pub type World = supmae_train::MpiWorld;
 /// This process's MPI world (never present without the `mpi` feature).
 #[cfg(not(feature = "mpi"))]
 #[derive(Debug)]
@@ -83,19 +83,19 @@ impl Parallel {
     }
 
     #[cfg(feature = "distributed")]
-    fn config(&self) -> supmae::train::DistributedConfig {
+    fn config(&self) -> supmae_train::DistributedConfig {
         #[cfg(feature = "mpi")]
         if let Some(w) = &self.mpi {
-            return supmae::train::DistributedConfig::with_mpi(self.devices, w.clone());
+            return supmae_train::DistributedConfig::with_mpi(self.devices, w.clone());
         }
-        supmae::train::DistributedConfig::local(self.devices)
+        supmae_train::DistributedConfig::local(self.devices)
     }
 
     /// The first device this process drives (`--devices` from there on).
     fn first_device(&self) -> usize {
         #[cfg(feature = "mpi")]
         if let Some(w) = &self.mpi {
-            return supmae::train::distributed::first_device(w.local_rank(), self.devices);
+            return supmae_train::distributed::first_device(w.local_rank(), self.devices);
         }
         0
     }
@@ -192,7 +192,7 @@ impl Parallel {
                             ProgressMode::Quiet
                         };
                         s.spawn(move || {
-                            let peer = supmae::train::Peer::join(dist, i, &on)
+                            let peer = supmae_train::Peer::join(dist, i, &on)
                                 .map_err(|e| CliError(e.to_string()))?;
                             train(on, Some(peer), progress)
                         })

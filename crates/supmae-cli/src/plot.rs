@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use supmae::train::curves::{RunCurves, write_png};
+use supmae_train::curves::{RunCurves, write_png};
 
 use crate::common::{Result, cli, err, say};
 
@@ -23,19 +23,19 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let mut runs = Vec::with_capacity(args.runs.len());
     for dir in &args.runs {
-        if !dir.join(supmae::train::run_dir::LOG_FILE).is_file() {
+        if !dir.join(supmae_train::run_dir::LOG_FILE).is_file() {
             return err(format!(
                 "{}: no {} (is it a run folder?)",
                 dir.display(),
-                supmae::train::run_dir::LOG_FILE
+                supmae_train::run_dir::LOG_FILE
             ));
         }
         runs.push(cli(RunCurves::read(dir))?);
     }
     let out = match (&args.out, args.runs.as_slice()) {
         (Some(out), _) => out.clone(),
-        (None, [one]) => one.join(supmae::train::curves::CURVES_FILE),
-        (None, _) => PathBuf::from(supmae::train::curves::CURVES_FILE),
+        (None, [one]) => one.join(supmae_train::curves::CURVES_FILE),
+        (None, _) => PathBuf::from(supmae_train::curves::CURVES_FILE),
     };
     if out
         .extension()

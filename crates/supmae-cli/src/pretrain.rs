@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 
 use supmae::burn::tensor::backend::AutodiffBackend;
-use supmae::data::ImageSource;
-use supmae::model::{ClsHeadConfig, MAE_PRESETS, MaeConfig};
-use supmae::train::run_dir::{NewRun, Overwrite};
-use supmae::train::{DataSpec, EpochLog, PretrainConfig, Pretrainer, ProgressMode, load_data};
 use supmae::{BackendJob, run_on};
+use supmae_data::ImageSource;
+use supmae_model::{ClsHeadConfig, MAE_PRESETS, MaeConfig};
+use supmae_train::run_dir::{NewRun, Overwrite};
+use supmae_train::{DataSpec, EpochLog, PretrainConfig, Pretrainer, ProgressMode, load_data};
 
 use crate::common::{
-    BackendArg, CliError, Result, backend_label, cli, err, finite, mae_model, note, say,
+    BackendArg, CliError, Result, advise, backend_label, cli, err, finite, mae_model, note, say,
 };
 use crate::parallel::{Parallel, PeerOf};
 
@@ -379,7 +379,7 @@ impl Job {
                 _ => Pretrainer::<B>::resume(&out_dir, device),
             },
         }
-        .map_err(|e| CliError(e.to_string()))?
+        .map_err(|e| CliError(advise(&e)))?
         .with_progress(self.progress);
         if let (Some(report), Some(path), true) =
             (trainer.init_report(), trainer.config().init.as_ref(), talk)
@@ -412,10 +412,9 @@ impl Job {
         }
         let total = trainer.config().epochs;
         let stop = self.stop_after.map_or(total, |n| n.min(total));
-        while trainer.epochs_done() < stop {
-            let next = trainer.epochs_done() + 1;
-            cli(trainer.train_until(next))?;
-            if let Some(log) = trainer.history().last().filter(|_| talk) {
+        // Stopping early leaves a checkpoint of the last epoch done (the engine's).
+        cli(trainer.run_until(stop, |log| {
+            if talk {
                 let val = match (log.val_acc1_full, log.val_acc1_masked) {
                     (Some(f), Some(m)) => {
                         format!(", val top-1 {f:.2}% (all patches) {m:.2}% (masked)")
@@ -433,10 +432,8 @@ impl Job {
                     log.images_per_sec
                 );
             }
-        }
+        }))?;
         if stop < total && trainer.is_main() {
-            // Stopped early: make sure the run can continue from here.
-            cli(trainer.save_checkpoint())?;
             note!("stopped after epoch {stop} of {total}; continue with --resume");
         }
         if self.parallel.peers() > 1 {
@@ -461,7 +458,7 @@ fn check_resumable(args: &Args) -> Result<()> {
     if args.resume
         && !args
             .out
-            .join(supmae::train::run_dir::CHECKPOINT_FILE)
+            .join(supmae_train::run_dir::CHECKPOINT_FILE)
             .is_file()
     {
         return err(format!(

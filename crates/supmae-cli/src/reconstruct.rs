@@ -85,13 +85,13 @@ impl BackendJob for Job {
             a.pixel_targets.then_some(true),
         ))?;
         let images =
-            supmae::embed::read_images(&a.image).map_err(|e| CliError(format!("--image: {e}")))?;
+            supmae::read_images(&a.image).map_err(|e| CliError(format!("--image: {e}")))?;
         let recs = cli(r.reconstruct(&images, a.mask_ratio, a.seed))?;
         let size = recs.first().map_or(224, |x| x.original.width());
         let scale = a.scale.unwrap_or(if size < 64 { 4 } else { 1 });
         let picture = cli(grid(&recs, scale))?;
         // Through a unique temporary name, renamed into place: never a half-written PNG.
-        let tmp = supmae::train::run_dir::tmp_path(&a.out);
+        let tmp = supmae_train::run_dir::tmp_path(&a.out);
         let saved = picture
             .save_with_format(&tmp, supmae::image::ImageFormat::Png)
             .map_err(|e| e.to_string())

@@ -54,12 +54,12 @@ impl BackendJob for Bench {
         let a = self.0;
         let batch = match a.batch_size {
             Some(b) => b,
-            None => supmae::bench::configs()
+            None => crate::bench::configs()
                 .into_iter()
                 .find(|(n, _, _)| *n == a.config)
                 .map_or(8, |(_, b, _)| b),
         };
-        let (train, infer) = cli(supmae::bench::throughput::<B>(
+        let (train, infer) = cli(crate::bench::throughput::<B>(
             &a.config,
             batch,
             a.steps.max(1),
@@ -90,7 +90,7 @@ fn all_reduce(args: BenchArgs) -> Result<()> {
                     .into(),
             ));
         };
-        let params = match supmae::bench::configs()
+        let params = match crate::bench::configs()
             .into_iter()
             .find(|(n, _, _)| *n == args.config)
         {
@@ -134,7 +134,7 @@ impl BackendJob for AllReduce {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         use supmae::burn::prelude::*;
-        use supmae::train::{DistributedConfig, Peer};
+        use supmae_train::{DistributedConfig, Peer};
 
         type Inner<B> = <B as AutodiffBackend>::InnerBackend;
         let dist = DistributedConfig::with_mpi(1, self.world.clone());
@@ -217,6 +217,6 @@ impl BackendJob for Parity {
     type Output = Result<Vec<(String, f64, f64)>>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        cli(supmae::bench::backend_parity::<B>(&self.0, &device))
+        cli(crate::bench::backend_parity::<B>(&self.0, &device))
     }
 }

@@ -4,26 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use supmae::data::FashionMnist;
-use supmae::data::fashion_mnist::Split;
 use supmae::image;
+use supmae_data::FashionMnist;
+use supmae_data::fashion_mnist::Split;
 
-fn supmae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_supmae"))
-        .args(args)
-        .output()
-        .expect("run supmae")
-}
+mod common;
+use common::{fashion, run_args, scratch, supmae, text};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supmae-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// The tiny 1-block SupMAE most runs here train.
+fn tiny_model(dir: &Path) -> PathBuf {
+    common::tiny_model(dir, 1, true)
 }
 
 /// Asserts a failed run printed exactly one `error:` line and mentions `needle`.
@@ -107,35 +97,14 @@ fn user_mistakes_are_one_clear_line() {
     );
 }
 
-fn tiny_model(dir: &Path) -> PathBuf {
-    let path = dir.join("tiny.json");
-    std::fs::write(
-        &path,
-        r#"{"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 16, "depth": 1,
-            "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
-            "mlp_ratio": 4.0, "norm_pix_loss": true, "global_pool": true,
-            "cls_head": {"num_classes": 10, "hidden": 16, "temperature": 10.0,
-                         "loss_ratio": 0.01, "bn_eps": 1e-5, "bn_momentum": 0.1}}"#,
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn a_tiny_pretraining_run_learns_logs_and_resumes() {
     let dir = scratch("run");
-    FashionMnist::embedded(Split::Train)
-        .unwrap()
-        .write_idx(&dir, Split::Train, Some(64))
-        .unwrap();
-    FashionMnist::embedded(Split::Test)
-        .unwrap()
-        .write_idx(&dir, Split::Test, Some(32))
-        .unwrap();
+    fashion(&dir, 64, 32);
     let data = format!("fashion-mnist:{}", dir.display());
     let model = tiny_model(&dir);
     let out_dir = dir.join("run");
-    let common = [
+    let base = [
         "pretrain",
         "--data",
         &data,
@@ -150,7 +119,7 @@ fn a_tiny_pretraining_run_learns_logs_and_resumes() {
         "--out",
         out_dir.to_str().unwrap(),
     ];
-    let mut args = common.to_vec();
+    let mut args = base.to_vec();
     args.extend(["--epochs", "3"]);
     let out = supmae(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -475,7 +444,7 @@ fn finetune_linprobe_and_eval_run_on_the_embedded_default() {
         dir.join("grid.png").to_str().unwrap().into(),
     ];
     for i in 0..3 {
-        use supmae::data::ImageSource;
+        use supmae_data::ImageSource;
         let img = test.load(i, 1).unwrap();
         let file = dir.join(format!("test{i}.png"));
         image::GrayImage::from_raw(img.width, img.height, img.pixels)
@@ -572,14 +541,7 @@ fn check_backend_matches_the_pytorch_fixtures_on_the_cpu() {
 /// pre-training arguments with `--out out`.
 fn tiny_pretrain_args(dir: &Path, out: &Path, epochs: &str) -> Vec<String> {
     if !dir.join("train-images-idx3-ubyte.gz").exists() && !dir.join("model.json").exists() {
-        FashionMnist::embedded(Split::Train)
-            .unwrap()
-            .write_idx(dir, Split::Train, Some(32))
-            .unwrap();
-        FashionMnist::embedded(Split::Test)
-            .unwrap()
-            .write_idx(dir, Split::Test, Some(16))
-            .unwrap();
+        fashion(dir, 32, 16);
     }
     let model = tiny_model(dir);
     [
@@ -599,10 +561,6 @@ fn tiny_pretrain_args(dir: &Path, out: &Path, epochs: &str) -> Vec<String> {
     ]
     .map(str::to_string)
     .to_vec()
-}
-
-fn run_args(args: &[String]) -> Output {
-    supmae(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// The run's files (not the lock) and a hash of each.

@@ -5,101 +5,28 @@
 
 #![cfg(all(feature = "distributed", feature = "flex"))]
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use supmae::burn::backend::Flex;
-use supmae::data::FashionMnist;
-use supmae::data::fashion_mnist::Split;
-use supmae::model::checkpoint::export_state_dict;
+use supmae_model::checkpoint::export_state_dict;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supmae-ddp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn spawn(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_supmae"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start supmae")
-}
-
-/// Kills the child when dropped (a failed assertion must not leave processes behind).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for the child to exit (at most `limit`), returning (success, stdout + stderr).
-fn finish(guard: &mut Guard, limit: Duration) -> (bool, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break Some(status);
-        }
-        if start.elapsed() > limit {
-            let _ = guard.0.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut text = String::new();
-    if let Some(mut out) = guard.0.stdout.take() {
-        out.read_to_string(&mut text).unwrap();
-    }
-    if let Some(mut err) = guard.0.stderr.take() {
-        err.read_to_string(&mut text).unwrap();
-    }
-    (status.is_some_and(|s| s.success()), text)
-}
-
-fn fingerprint(output: &str, rank: usize) -> String {
-    let tag = format!("rank {rank}: parameter fingerprint ");
-    output
-        .lines()
-        .find_map(|l| l.strip_prefix(&tag))
-        .unwrap_or_else(|| panic!("no fingerprint of rank {rank} in:\n{output}"))
-        .trim()
-        .to_string()
-}
+mod common;
+use common::{Guard, fashion, fingerprint, finish, scratch, spawn};
 
 fn weights(run: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let (model, _) =
-        supmae::train::load_pretrained::<Flex>(run, &Default::default()).expect("checkpoint");
+        supmae_train::load_pretrained::<Flex>(run, &Default::default()).expect("checkpoint");
     export_state_dict(&model)
 }
 
 #[test]
 fn two_devices_train_like_one_on_the_combined_batch() {
     let dir = scratch("run");
-    FashionMnist::embedded(Split::Train)
-        .unwrap()
-        .write_idx(&dir, Split::Train, Some(48))
-        .unwrap();
-    FashionMnist::embedded(Split::Test)
-        .unwrap()
-        .write_idx(&dir, Split::Test, Some(16))
-        .unwrap();
-    let model = dir.join("tiny.json");
-    std::fs::write(
-        &model,
-        r#"{"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 16, "depth": 2,
-            "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
-            "mlp_ratio": 4.0, "norm_pix_loss": true, "global_pool": true, "cls_head": null}"#,
-    )
-    .unwrap();
-    let common = |batch: &str, out: &Path| -> Vec<String> {
+    fashion(&dir, 48, 16);
+    let model = common::tiny_model(&dir, 2, false);
+    let args_for = |batch: &str, out: &Path| -> Vec<String> {
         [
             "pretrain",
             "--data",
@@ -129,7 +56,7 @@ fn two_devices_train_like_one_on_the_combined_batch() {
 
     // One process with two devices (threads, burn-collective) of 8 images each.
     let threads_out = dir.join("threads");
-    let mut args = common("8", &threads_out);
+    let mut args = args_for("8", &threads_out);
     args.extend(["--devices", "2"].map(String::from));
     let mut threads = Guard(spawn(&args));
     let (ok, output) = finish(&mut threads, Duration::from_secs(600));
@@ -139,7 +66,7 @@ fn two_devices_train_like_one_on_the_combined_batch() {
 
     // One device, batch 16: the same global batches.
     let single_out = dir.join("single");
-    let mut single = Guard(spawn(&common("16", &single_out)));
+    let mut single = Guard(spawn(&args_for("16", &single_out)));
     let (ok, output) = finish(&mut single, Duration::from_secs(600));
     assert!(ok, "single run failed:\n{output}");
 
@@ -147,7 +74,7 @@ fn two_devices_train_like_one_on_the_combined_batch() {
     assert_eq!(dp.len(), one.len());
     let (mut worst, mut moved) = (0f32, 0f32);
     let init = {
-        let config: supmae::train::PretrainConfig =
+        let config: supmae_train::PretrainConfig =
             serde_json::from_slice(&std::fs::read(single_out.join("config.json")).unwrap())
                 .unwrap();
         export_state_dict(

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use supmae::data::FashionMnist;
-use supmae::data::fashion_mnist::Split;
+mod common;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RSS_KB: u64 = 512 * 1024;
@@ -26,24 +25,8 @@ fn root() -> PathBuf {
 
 /// A finished 1-epoch run of a tiny 2-block SupMAE on 32 Fashion-MNIST images.
 fn tiny_run(dir: &Path) -> PathBuf {
-    FashionMnist::embedded(Split::Train)
-        .unwrap()
-        .write_idx(dir, Split::Train, Some(32))
-        .unwrap();
-    FashionMnist::embedded(Split::Test)
-        .unwrap()
-        .write_idx(dir, Split::Test, Some(16))
-        .unwrap();
-    let model = dir.join("tiny.json");
-    std::fs::write(
-        &model,
-        r#"{"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 16, "depth": 2,
-            "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2,
-            "mlp_ratio": 4.0, "norm_pix_loss": true, "global_pool": true,
-            "cls_head": {"num_classes": 10, "hidden": 16, "temperature": 10.0,
-                         "loss_ratio": 0.01, "bn_eps": 1e-5, "bn_momentum": 0.1}}"#,
-    )
-    .unwrap();
+    common::fashion(dir, 32, 16);
+    let model = common::tiny_model(dir, 2, true);
     let run = dir.join("run");
     let out = Command::new(env!("CARGO_BIN_EXE_supmae"))
         .args(["pretrain", "--data"])

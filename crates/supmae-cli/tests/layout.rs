@@ -1,6 +1,8 @@
 //! The workspace's layout rules, checked on the sources: no source file over 600 lines, no
 //! import cycles between the top-level modules of a crate nor between the files of one
-//! folder, and a library crate that does not compile the command line.
+//! folder, no file that is a `use super::*` fragment of its parent (each rule also finds
+//! a planted violation), a library crate that does not compile the command line, a facade
+//! of about sixty public items, and README pictures that work on crates.io.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -38,22 +40,48 @@ fn crate_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The line cap of a source file.
+const MAX_LINES: usize = 600;
+
+/// `file (N lines)` when `text` is over [`MAX_LINES`].
+fn over_cap(file: &Path, text: &str) -> Option<String> {
+    let lines = text.lines().count();
+    (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", file.display()))
+}
+
 #[test]
 fn no_source_file_is_over_600_lines() {
     let mut long = Vec::new();
     for krate in crate_dirs() {
         for file in sources(&krate) {
-            let lines = std::fs::read_to_string(&file).unwrap().lines().count();
-            if lines > 600 {
-                long.push(format!("{} ({lines} lines)", file.display()));
-            }
+            long.extend(over_cap(&file, &std::fs::read_to_string(&file).unwrap()));
         }
     }
     assert!(long.is_empty(), "split these: {long:?}");
 }
 
-/// `crate::name` paths of a source file (in `use` lists too).
+#[test]
+fn a_planted_long_file_is_found() {
+    let at_cap = "// line\n".repeat(MAX_LINES);
+    assert_eq!(over_cap(Path::new("ok.rs"), &at_cap), None);
+    assert_eq!(
+        over_cap(
+            Path::new("long.rs"),
+            &format!("{at_cap}fn one_more() {{}}\n")
+        ),
+        Some(format!("long.rs ({} lines)", MAX_LINES + 1))
+    );
+}
+
+/// `crate::name` paths in the code (not the comments: doc links are no imports) of a source
+/// file, in `use` lists too.
 fn used_modules(text: &str) -> BTreeSet<String> {
+    let text: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = text.as_str();
     let mut used = BTreeSet::new();
     let ident = |s: &str| -> String {
         s.chars()
@@ -223,6 +251,64 @@ fn no_import_cycles_between_the_files_of_a_module() {
 }
 
 #[test]
+fn a_planted_file_circle_is_found() {
+    let siblings: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
+    let files = [
+        ("a", "use super::b::Thing;\n"),
+        (
+            "b",
+            "use super::{c::Other, d};\n// super::a in a comment does not count\n",
+        ),
+        ("c", "fn f() { super::a::g() }\n"),
+    ];
+    let mut edges: BTreeMap<String, BTreeSet<String>> = files
+        .iter()
+        .map(|(name, text)| (name.to_string(), used_siblings(text, &siblings)))
+        .collect();
+    let cycle = find_cycle(&edges).expect("the planted circle");
+    assert_eq!(cycle.len(), 4, "{cycle:?}");
+    assert_eq!(cycle.first(), cycle.last());
+    // Cut one edge and the circle is gone.
+    edges.get_mut("c").unwrap().clear();
+    assert_eq!(find_cycle(&edges), None);
+}
+
+/// Files whose lines are `use super::*;` at the top level: fragments of their parent cut
+/// out to fit the line cap rather than modules with their own imports (inline test modules,
+/// indented, may glob their parent).
+fn glob_fragments(file: &Path, text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_end() == "use super::*;")
+        .map(|(i, _)| format!("{}:{}", file.display(), i + 1))
+        .collect()
+}
+
+#[test]
+fn no_source_file_is_a_fragment_of_its_parent() {
+    let mut fragments = Vec::new();
+    for krate in crate_dirs() {
+        for file in sources(&krate) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            fragments.extend(glob_fragments(&file, &text));
+        }
+    }
+    assert!(
+        fragments.is_empty(),
+        "import what these files use instead of `use super::*`: {fragments:?}"
+    );
+}
+
+#[test]
+fn a_planted_fragment_is_found() {
+    let text = "//! A part.\n\nuse super::*;\n\n#[cfg(test)]\nmod tests {\n    use super::*;\n}\n";
+    assert_eq!(
+        glob_fragments(Path::new("part.rs"), text),
+        vec!["part.rs:3".to_string()]
+    );
+}
+
+#[test]
 fn the_library_crate_does_not_compile_the_command_line() {
     let manifest = std::fs::read_to_string(crates().join("supmae/Cargo.toml")).unwrap();
     let deps = manifest
@@ -241,4 +327,121 @@ fn the_library_crate_does_not_compile_the_command_line() {
         );
     }
     assert!(!crates().join("supmae/src/cli.rs").exists());
+}
+
+/// The README is the `supmae` and `supmae-cli` crates' page on crates.io and docs.rs, where
+/// relative links do not resolve: every picture is an absolute link into the workspace's
+/// `repository` (raw files of its main branch) and names a file that exists here.
+#[test]
+fn readme_pictures_are_absolute_links_to_files_of_the_repository() {
+    let root = crates().join("..");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let repository = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("a repository in [workspace.package]");
+    let slug = repository
+        .strip_prefix("https://github.com/")
+        .expect("a GitHub repository URL");
+    let base = format!("https://raw.githubusercontent.com/{slug}/main/");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut pictures = 0;
+    for (i, _) in readme.match_indices("![") {
+        let rest = &readme[i..];
+        let open = rest.find("](").expect("a picture link") + 2;
+        let url = &rest[open..open + rest[open..].find(')').expect("a closed link")];
+        let file = url
+            .strip_prefix(&base)
+            .unwrap_or_else(|| panic!("README picture {url} is not under {base}"));
+        assert!(
+            root.join(file).is_file(),
+            "README picture {url}: no {file} here"
+        );
+        pictures += 1;
+    }
+    assert!(pictures >= 2, "the README's pictures went missing");
+}
+
+/// The names a `pub use` statement of `text` makes public (`a::b::{C, d::E}` gives `C`,
+/// `E`; `x as y` gives `y`), and those of `pub mod`, `pub fn`, `pub struct`, ... items.
+fn public_names(text: &str) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut names = Vec::new();
+    for (i, _) in code.match_indices("pub ") {
+        if i > 0 && !code[..i].ends_with(char::is_whitespace) {
+            continue;
+        }
+        let rest = &code[i + 4..];
+        if let Some(list) = rest.strip_prefix("use ") {
+            let statement = &list[..list.find(';').unwrap_or(list.len())];
+            let tail = match (statement.find('{'), statement.rfind('}')) {
+                (Some(open), Some(close)) => &statement[open + 1..close],
+                _ => statement,
+            };
+            for item in tail.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let name = item.rsplit(" as ").next().unwrap_or(item);
+                names.push(name.rsplit("::").next().unwrap_or(name).trim().to_string());
+            }
+        } else {
+            for kind in [
+                "mod ", "fn ", "struct ", "enum ", "trait ", "type ", "const ",
+            ] {
+                if let Some(item) = rest.strip_prefix(kind) {
+                    let name: String = item
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The `supmae` crate's public face stays small: every public item is named in its
+/// `lib.rs` (the other modules are private), about sixty in all.
+#[test]
+fn the_facade_shows_about_sixty_items() {
+    let src = crates().join("supmae/src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    let names = public_names(&lib);
+    assert!(
+        (30..=64).contains(&names.len()),
+        "{} public items in the facade: {names:?}",
+        names.len()
+    );
+    let unique: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "an item by two paths: {names:?}");
+    for file in sources(&crates().join("supmae")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if file.ends_with("lib.rs") {
+            continue;
+        }
+        let public_mods: Vec<String> = public_names(&text)
+            .into_iter()
+            .filter(|n| text.contains(&format!("pub mod {n}")))
+            .collect();
+        assert!(
+            public_mods.is_empty(),
+            "{}: public modules {public_mods:?}",
+            file.display()
+        );
+    }
+    assert!(
+        !lib.lines()
+            .any(|l| l.starts_with("pub mod ") && l.ends_with(';')),
+        "a file module of the facade is public: keep modules private and re-export"
+    );
+}
+
+#[test]
+fn a_planted_public_list_is_counted() {
+    let text = "//! pub use not::This;\npub use a::{B, c::D as E};\npub mod m {\n    pub use x::Y;\n}\npub fn f() {}\nmod private;\n";
+    assert_eq!(public_names(text), ["B", "E", "m", "Y", "f"]);
 }

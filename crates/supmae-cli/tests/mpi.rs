@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use supmae::burn::backend::Flex;
 use supmae::burn::module::{Module, ModuleVisitor, Param};
 use supmae::burn::prelude::*;
-use supmae::data::FashionMnist;
-use supmae::data::fashion_mnist::Split;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("supmae-mpi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+mod common;
+use common::{fingerprint, scratch, strings};
+
+/// The two ranks' tiny MAE and its 48 + 16 images, in `dir`; returns the model's path.
+fn setup(dir: &Path) -> PathBuf {
+    common::fashion(dir, 48, 16);
+    common::tiny_model(dir, 2, false)
 }
 
 /// `mpirun -np N supmae ARGS`: oversubscribed (2 cores), unbound, allowed as root (CI
@@ -65,20 +65,6 @@ fn run_ok(mut command: Command, what: &str) -> String {
     text
 }
 
-fn fingerprint(output: &str, rank: usize) -> String {
-    let tag = format!("rank {rank}: parameter fingerprint ");
-    output
-        .lines()
-        .find_map(|l| l.strip_prefix(&tag))
-        .unwrap_or_else(|| panic!("no fingerprint of rank {rank} in:\n{output}"))
-        .trim()
-        .to_string()
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
 /// A module's float parameters, in visiting order.
 struct Flat(Vec<Vec<f32>>);
 
@@ -96,18 +82,18 @@ fn params<M: Module<Flex>>(m: &M) -> Vec<Vec<f32>> {
 }
 
 fn pretrained(run: &Path) -> Vec<Vec<f32>> {
-    let (model, _) = supmae::train::load_pretrained::<Flex>(run, &Default::default()).unwrap();
+    let (model, _) = supmae_train::load_pretrained::<Flex>(run, &Default::default()).unwrap();
     params(&model)
 }
 
 fn classifier(run: &Path) -> Vec<Vec<f32>> {
     let file = run.join("checkpoint.ckpt");
-    match supmae::train::load_classifier::<Flex>(&file, &Default::default())
+    match supmae_train::load_classifier::<Flex>(&file, &Default::default())
         .unwrap()
         .0
     {
-        supmae::train::Classifier::Vit(m) => params(&m),
-        supmae::train::Classifier::Probe(p) => params(&p),
+        supmae_train::Classifier::Vit(m) => params(&m),
+        supmae_train::Classifier::Probe(p) => params(&p),
     }
 }
 
@@ -139,28 +125,10 @@ fn max_diff_except_zero_grad_biases(a: &[Vec<f32>], b: &[Vec<f32>], width: usize
     worst
 }
 
-fn fashion(dir: &Path) {
-    FashionMnist::embedded(Split::Train)
-        .unwrap()
-        .write_idx(dir, Split::Train, Some(48))
-        .unwrap();
-    FashionMnist::embedded(Split::Test)
-        .unwrap()
-        .write_idx(dir, Split::Test, Some(16))
-        .unwrap();
-}
-
-const TINY_MAE: &str = r#"{"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 16,
-    "depth": 2, "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1,
-    "decoder_num_heads": 2, "mlp_ratio": 4.0, "norm_pix_loss": true, "global_pool": true,
-    "cls_head": null}"#;
-
 #[test]
 fn two_ranks_train_like_one_process_for_every_learner_and_resume_exactly() {
     let dir = scratch("learners");
-    fashion(&dir);
-    let model = dir.join("tiny.json");
-    std::fs::write(&model, TINY_MAE).unwrap();
+    let model = setup(&dir);
     let data = format!("fashion-mnist:{}", dir.display());
     let pretrain = |batch: &str, out: &Path, extra: &[&str]| -> Vec<String> {
         let mut a = strings(&[
@@ -356,9 +324,7 @@ impl Drop for Guard {
 #[test]
 fn a_rank_killed_mid_run_ends_the_run_with_an_error() {
     let dir = scratch("kill");
-    fashion(&dir);
-    let model = dir.join("tiny.json");
-    std::fs::write(&model, TINY_MAE).unwrap();
+    let model = setup(&dir);
     let out = dir.join("run");
     let args = strings(&[
         "pretrain",

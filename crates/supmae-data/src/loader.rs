@@ -175,8 +175,8 @@ impl<S: ImageSource + 'static> DataLoader<S> {
             if shard.peers > 1 && config.policy == SkipPolicy::Skip {
                 return bad(
                     "sharded loading cannot skip unreadable images (peers would \
-                     disagree on the number of batches); run `supmae data check` and remove \
-                     them"
+                     disagree on the number of batches); find them with `check_dataset` and \
+                     remove them"
                         .into(),
                 );
             }

@@ -416,11 +416,8 @@ impl<B: Backend> SupMae<B> {
                 got: labels.dims().to_vec(),
             });
         }
-        let values = labels
-            .to_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap_or_default();
+        // `iter` converts every element (no error path to swallow).
+        let values: Vec<i64> = labels.to_data().iter::<i64>().collect();
         if let Some(bad) = values.iter().find(|&&v| v < 0 || v as usize >= classes) {
             return Err(ModelError::InvalidArgument {
                 name: "labels",

@@ -97,10 +97,10 @@ impl CheckpointParts {
         if !rest.is_empty() {
             return Err(bad("trailing bytes after the last section"));
         }
-        let optim_no_decay = sections.pop().unwrap_or_default();
-        let optim_decay = sections.pop().unwrap_or_default();
-        let model = sections.pop().unwrap_or_default();
-        let meta = sections.pop().unwrap_or_default();
+        let Ok([meta, model, optim_decay, optim_no_decay]) = <[Vec<u8>; 4]>::try_from(sections)
+        else {
+            return Err(bad("not four sections"));
+        };
         Ok(Self {
             meta,
             model,
@@ -180,7 +180,7 @@ pub(crate) fn check_counters(
     history: usize,
     path: &Path,
 ) -> Result<()> {
-    if epochs_done > epochs || history > epochs_done {
+    if epochs_done > epochs || history != epochs_done {
         return Err(TrainError::Checkpoint {
             path: path.to_path_buf(),
             reason: format!(

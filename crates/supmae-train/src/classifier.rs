@@ -152,6 +152,22 @@ pub fn evaluate<B: Backend>(
     Ok(acc.report())
 }
 
+/// One-hot targets with label smoothing folded in (`mixup_targets` at `lam = 1`).
+///
+/// # Shapes
+/// - output: `[N, classes]` flattened
+pub fn one_hot_targets(labels: &[usize], classes: usize, smoothing: f64) -> Vec<f32> {
+    let off = smoothing / classes as f64;
+    let on = 1.0 - smoothing + off;
+    let mut out = vec![off as f32; labels.len() * classes];
+    for (row, &label) in out.chunks_mut(classes).zip(labels) {
+        if let Some(v) = row.get_mut(label) {
+            *v = on as f32;
+        }
+    }
+    out
+}
+
 /// One line of a fine-tuning / linear-probing `log.jsonl`: the official log's keys
 /// (`train_loss`, `test_loss`, `test_acc1`, `test_acc5`, `lr`, `epoch`, `n_parameters`) plus
 /// throughput.
@@ -177,6 +193,15 @@ pub struct ClassifierLog {
     pub seconds: f64,
     /// Images processed so far in the run.
     pub images_seen: u64,
+}
+
+impl crate::engine::EpochRecord for ClassifierLog {
+    fn images_seen(&self) -> u64 {
+        self.images_seen
+    }
+    fn val_acc1(&self) -> Option<f64> {
+        self.test_acc1
+    }
 }
 
 /// Which learner wrote a classifier checkpoint.
@@ -267,7 +292,7 @@ pub fn read_classifier_checkpoint(path: &Path) -> Result<(CheckpointParts, Class
             path: path.to_path_buf(),
             reason: format!(
                 "not a fine-tuning or linear-probing checkpoint (a pre-training checkpoint \
-                 goes to `supmae finetune --checkpoint`): {e}"
+                 is where fine-tuning starts, not a classifier): {e}"
             ),
         })?;
     crate::checkpoint::check_format(meta.format, path)?;
@@ -300,7 +325,7 @@ pub fn load_classifier<B: Backend>(
     device: &B::Device,
 ) -> Result<(Classifier<B>, ClassifierMeta)> {
     let path = path.as_ref();
-    let file = crate::run_dir::best_in(path);
+    let file = crate::run_dir::used_file(path, true);
     let (parts, meta) = read_classifier_checkpoint(&file)?;
     let params = meta.model.param_count().total();
     let classifier = match meta.kind {
@@ -475,17 +500,6 @@ pub(crate) fn open_for_resume<C: serde::de::DeserializeOwned>(
             reason: format!("bad recipe: {e}"),
         })?;
     Ok((run, parts, meta, config))
-}
-
-/// Rewrites a run's `log.jsonl` to exactly `history` (after a resume: epochs logged after
-/// the checkpoint are redone).
-pub(crate) fn rewrite_log(run: &crate::run_dir::RunDir, history: &[ClassifierLog]) -> Result<()> {
-    let mut text = String::new();
-    for log in history {
-        text.push_str(&serde_json::to_string(log).map_err(crate::error::json("a log.jsonl line"))?);
-        text.push('\n');
-    }
-    run.write_atomic(crate::run_dir::LOG_FILE, text.as_bytes())
 }
 
 /// Train and evaluation transforms of a classifier on `data`. Fashion-MNIST is resized to

@@ -76,10 +76,9 @@ pub enum TrainError {
         holder: String,
     },
     /// A new run was started in a folder that holds a previous run's checkpoint.
-    #[error(
-        "run folder {path} already holds a run (a checkpoint): continue it with --resume, \
-         start afresh with --overwrite (deletes it), or choose another folder"
-    )]
+    /// Resume it (the learners' `resume`, [`crate::run_dir::RunDir::resume`]), replace it
+    /// ([`crate::run_dir::Overwrite::Yes`], which deletes it) or choose another folder.
+    #[error("run folder {path} already holds a run (a checkpoint)")]
     RunFolderInUse {
         /// The folder.
         path: PathBuf,
@@ -100,6 +99,14 @@ pub enum TrainError {
         what: &'static str,
         /// The serializer's error.
         source: serde_json::Error,
+    },
+    /// A tensor could not be read back from its device.
+    #[error("could not read {what} from the device: {reason}")]
+    TensorRead {
+        /// The tensor.
+        what: &'static str,
+        /// The backend's error.
+        reason: String,
     },
 }
 

@@ -26,9 +26,12 @@ pub mod config;
 pub mod curves;
 #[cfg(feature = "distributed")]
 pub mod distributed;
+pub mod engine;
 pub mod error;
 pub mod finetune;
+pub mod init;
 pub mod linprobe;
+pub mod official;
 pub mod open;
 pub mod peers;
 pub mod pretrain;
@@ -48,8 +51,10 @@ pub use distributed::MpiWorld;
 #[cfg(feature = "distributed")]
 pub use distributed::{DistributedConfig, Peer};
 pub use error::{Result, TrainError};
-pub use finetune::{FinetuneConfig, FinetuneDraws, Finetuner, Init, MixDraw, MixupConfig};
+pub use finetune::{FinetuneConfig, FinetuneDraws, Finetuner, MixDraw, MixupConfig};
+pub use init::Init;
 pub use linprobe::{LarsConfig, LinearProbe, LinearProber, LinprobeConfig};
+pub use official::official_classifier;
 pub use pretrain::{EpochLog, PretrainBatch, Pretrainer, load_data, load_pretrained, transforms};
 pub use progress::ProgressMode;
 pub use run_dir::{Overwrite, RunDir};

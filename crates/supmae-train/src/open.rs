@@ -8,7 +8,7 @@ use crate::checkpoint::{CheckpointParts, MAGIC};
 use crate::classifier::ClassifierMeta;
 use crate::config::PretrainConfig;
 use crate::error::{Result, TrainError, io};
-use crate::run_dir::checkpoint_in;
+use crate::run_dir::{checkpoint_in, used_file};
 
 /// What [`open`] found.
 #[derive(Debug, Clone)]
@@ -39,10 +39,31 @@ struct PretrainHeader {
     converted_from: Option<String>,
 }
 
-/// Resolves `path` (a run folder means its `checkpoint.ckpt`) and says what it is, reading
-/// only the header and metadata of one of ours.
+impl Checkpoint {
+    /// Whether the file is one of ours (not [`Checkpoint::Foreign`]).
+    pub fn is_ours(&self) -> bool {
+        !matches!(self, Checkpoint::Foreign)
+    }
+}
+
+/// Resolves `path` and says what it is, reading only the header and metadata of one of
+/// ours.
+///
+/// A run folder means the checkpoint its kind is used from: a fine-tuning or probing run's
+/// `best.ckpt` (its `checkpoint.ckpt` while it has none), a pre-training run's
+/// `checkpoint.ckpt` (the last epoch, which the official fine-tuning starts from). A file
+/// is itself. Resuming always reads the folder's `checkpoint.ckpt`.
 pub fn open(path: &Path) -> Result<(PathBuf, Checkpoint)> {
-    let file = checkpoint_in(path);
+    let (file, what) = open_file(&checkpoint_in(path))?;
+    let used = used_file(path, matches!(what, Checkpoint::Classifier(_)));
+    if used != file {
+        return open_file(&used);
+    }
+    Ok((file, what))
+}
+
+fn open_file(file: &Path) -> Result<(PathBuf, Checkpoint)> {
+    let file = file.to_path_buf();
     let mut head = [0u8; 18];
     let n = {
         use std::io::Read;

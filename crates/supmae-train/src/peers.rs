@@ -56,6 +56,21 @@ impl<B: AutodiffBackend> Peers<B> {
         self.rank() == 0
     }
 
+    /// A run (and its resume) needs the number of peers its recipe was made for.
+    pub fn check_count(&self, want: usize) -> Result<()> {
+        if want != self.count() {
+            return Err(crate::error::TrainError::InvalidConfig {
+                field: "peers",
+                reason: format!(
+                    "the run is set up for {want} data-parallel peer(s) but {} take part; a \
+                     run (and its resume) needs the same number of peers throughout",
+                    self.count()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// This peer's share of every global batch, in a run.
     pub fn shard(&self) -> Option<supmae_data::Shard> {
         (self.count() > 1).then(|| supmae_data::Shard {

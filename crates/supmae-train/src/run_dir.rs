@@ -283,6 +283,19 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}{TMP_SUFFIX}", std::process::id()))
 }
 
+/// The checkpoint a run folder is used from, by its kind: a fine-tuning or probing run's
+/// [`BEST_FILE`] (its [`CHECKPOINT_FILE`] while it has none), a pre-training run's
+/// [`CHECKPOINT_FILE`] (the last epoch, which the official fine-tuning starts from). A file
+/// is itself. (`crate::open::open` applies this after reading what the folder holds.)
+pub(crate) fn used_file(path: &Path, classifier: bool) -> PathBuf {
+    let best = path.join(BEST_FILE);
+    if classifier && path.is_dir() && best.is_file() {
+        best
+    } else {
+        checkpoint_in(path)
+    }
+}
+
 /// The checkpoint a path names: the file itself, or for a run folder its
 /// [`CHECKPOINT_FILE`] (the latest state; [`BEST_FILE`] is chosen only where asked for).
 pub fn checkpoint_in(path: &Path) -> PathBuf {
@@ -290,17 +303,6 @@ pub fn checkpoint_in(path: &Path) -> PathBuf {
         path.join(CHECKPOINT_FILE)
     } else {
         path.to_path_buf()
-    }
-}
-
-/// The checkpoint to evaluate or use in a classifier run folder: its [`BEST_FILE`] when
-/// there is one, else its [`CHECKPOINT_FILE`]; a file is itself.
-pub fn best_in(path: &Path) -> PathBuf {
-    let best = path.join(BEST_FILE);
-    if path.is_dir() && best.is_file() {
-        best
-    } else {
-        checkpoint_in(path)
     }
 }
 

@@ -14,7 +14,7 @@ use supmae_data::AnySource;
 use supmae_data::fashion_mnist::Split;
 use supmae_model::checkpoint::export_state_dict;
 use supmae_model::{ClsHeadConfig, MaeConfig};
-use supmae_train::pretrain::LOG_FILE;
+use supmae_train::run_dir::LOG_FILE;
 use supmae_train::{DataSpec, DistributedConfig, Peer, PretrainConfig, Pretrainer, TrainError};
 
 use common::{scratch, small_fashion};

@@ -14,7 +14,7 @@ use supmae_model::checkpoint::export_state_dict;
 use supmae_model::{ClsHeadConfig, MaeConfig, VitConfig};
 use supmae_train::classifier::{BEST_FILE, evaluate};
 use supmae_train::finetune::param_groups_lrd;
-use supmae_train::pretrain::{CHECKPOINT_FILE, LOG_FILE};
+use supmae_train::run_dir::{CHECKPOINT_FILE, LOG_FILE};
 use supmae_train::{
     Classifier, ClassifierKind, DataSpec, FinetuneConfig, Finetuner, Init, LinearProber,
     LinprobeConfig, PretrainConfig, Pretrainer, TrainError, load_classifier,

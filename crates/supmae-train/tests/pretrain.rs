@@ -13,7 +13,7 @@ use supmae_data::fashion_mnist::Split;
 use supmae_model::checkpoint::{export_state_dict, param_keys};
 use supmae_model::{ClsHeadConfig, MaeConfig};
 use supmae_train::checkpoint::{CheckpointParts, write_atomic_with};
-use supmae_train::pretrain::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
+use supmae_train::run_dir::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
 use supmae_train::run_dir::{NewRun, Overwrite};
 use supmae_train::{
     DataSpec, ParamGroups, PretrainConfig, Pretrainer, TrainError, warmup_cosine_lr,
@@ -438,7 +438,7 @@ fn a_finished_run_is_never_clobbered_and_can_be_extended() {
             .err()
             .unwrap();
     assert!(matches!(err, TrainError::RunFolderInUse { .. }), "{err}");
-    assert!(err.to_string().contains("--overwrite"), "{err}");
+    assert!(err.to_string().contains("already holds a run"), "{err}");
     assert_eq!(files(&kept), before, "the finished run is untouched");
 
     // Resuming a finished run extends it when asked.

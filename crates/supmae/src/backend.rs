@@ -24,7 +24,7 @@ pub enum BackendKind {
 }
 
 /// Every kind, in the order `--help` lists them.
-pub const ALL_BACKENDS: [BackendKind; 4] = [
+pub(crate) const ALL_BACKENDS: [BackendKind; 4] = [
     BackendKind::Flex,
     BackendKind::Wgpu,
     BackendKind::Vulkan,

@@ -11,28 +11,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use supmae_model::checkpoint::{KeyPolicy, StateDict, export_state_dict, load_state_dict};
+use supmae_model::checkpoint::{StateDict, export_state_dict};
 use supmae_model::{Flavour, inspect};
 use supmae_train::classifier::{ClassifierMeta, write_classifier};
-use supmae_train::finetune::is_native_checkpoint;
+use supmae_train::open::{Checkpoint, open};
 use supmae_train::pretrain::{pretrained_extras, write_pretrained};
 use supmae_train::{
     Classifier, ClassifierKind, DataSpec, PretrainConfig, load_classifier, load_pretrained,
+    official_classifier,
 };
 
-use crate::embed::{EmbedError, linear_probe_from_state};
+use crate::embed::EmbedError;
 
 /// The official-key state dict of any checkpoint we can read, and what it is.
-pub fn official_state<B: Backend>(
+pub(crate) fn official_state<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(StateDict, String), EmbedError> {
-    if !is_native_checkpoint(path) && !path.is_dir() {
+    let (file, what) = open(path)?;
+    let path = file.as_path();
+    if let Checkpoint::Foreign = what {
         let state = StateDict::from_file(path)?;
         let what = inspect(&state)?.describe();
         return Ok((state, what));
     }
-    if let Ok((clf, meta)) = load_classifier::<B>(path, device) {
+    if let Checkpoint::Classifier(_) = what {
+        let (clf, meta) = load_classifier::<B>(path, device)?;
         let mut state = match clf {
             Classifier::Vit(vit) => StateDict::from_entries(path, export_state_dict(&vit)),
             Classifier::Probe(probe) => {
@@ -120,7 +124,7 @@ pub fn convert<B: Backend>(
             ))
         }
         "ckpt" => {
-            if is_native_checkpoint(input) || input.is_dir() {
+            if input.is_dir() || open(input)?.1.is_ours() {
                 return Err(EmbedError::Unsupported(format!(
                     "{} is already a native checkpoint",
                     input.display()
@@ -172,16 +176,11 @@ pub fn convert<B: Backend>(
                         recipe: serde_json::json!({ "converted_from": source }),
                         extras,
                     };
-                    if kind == ClassifierKind::Linprobe {
-                        let probe = linear_probe_from_state::<B>(&state, &info, device)?;
-                        write_classifier::<B, _>(output, &meta, &probe)?;
-                    } else {
-                        let (vit, _) = load_state_dict(
-                            model_cfg.init::<B>(device)?,
-                            &state,
-                            &KeyPolicy::default(),
-                        )?;
-                        write_classifier::<B, _>(output, &meta, &vit)?;
+                    match official_classifier::<B>(&state, Some(&model_cfg), device)?.0 {
+                        Classifier::Probe(probe) => {
+                            write_classifier::<B, _>(output, &meta, &probe)?
+                        }
+                        Classifier::Vit(vit) => write_classifier::<B, _>(output, &meta, &vit)?,
                     }
                 }
                 Flavour::MaeEncoder => {
@@ -197,7 +196,7 @@ pub fn convert<B: Backend>(
             Ok(format!("{} -> native checkpoint", info.describe()))
         }
         _ => Err(EmbedError::Unsupported(format!(
-            "--out {}: the extension must be .safetensors (official keys) or .ckpt (native)",
+            "{}: the output's extension must be .safetensors (official keys) or .ckpt (native)",
             output.display()
         ))),
     }

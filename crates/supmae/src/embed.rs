@@ -23,18 +23,18 @@
 //! tokens after the encoder's `norm` (pre-training checkpoints, the input of SupMAE's
 //! classification branch).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use image::DynamicImage;
 use supmae_data::fashion_mnist;
 use supmae_data::{Image8, SampleRng, Transform};
-use supmae_model::checkpoint::{KeyPolicy, StateDict, load_state_dict};
+use supmae_model::checkpoint::StateDict;
 use supmae_model::{CheckpointInfo, Flavour, SupMae, VitClassifier, inspect};
 use supmae_train::classifier::classifier_transforms;
-use supmae_train::finetune::is_native_checkpoint;
-use supmae_train::linprobe::{LinearProbe, ProbeNorm};
-use supmae_train::{Classifier, DataSpec, load_classifier, load_pretrained};
+use supmae_train::linprobe::LinearProbe;
+use supmae_train::open::{Checkpoint, open};
+use supmae_train::{Classifier, DataSpec, load_classifier, load_pretrained, official_classifier};
 
 /// Why embedding or classifying failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,12 +125,9 @@ impl<B: Backend> Embedder<B> {
     /// pre-training, MAE encoder, fine-tuned ViT, linear probe).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, EmbedError> {
         let path = path.as_ref();
-        let native_classifier = path.is_dir()
-            && path.join(supmae_train::classifier::BEST_FILE).is_file()
-            || is_native_checkpoint(path)
-                && supmae_train::classifier::read_classifier_checkpoint(&native_file(path)).is_ok();
-        if native_classifier {
-            let (clf, meta) = load_classifier::<B>(path, device)?;
+        let (file, what) = open(path)?;
+        if let Checkpoint::Classifier(_) = what {
+            let (clf, meta) = load_classifier::<B>(&file, device)?;
             let (_, eval) =
                 classifier_transforms(&meta.data, &meta.model, Transform::pretrain(28))?;
             let classes = if meta.classes.len() == meta.model.num_classes {
@@ -160,8 +157,8 @@ impl<B: Backend> Embedder<B> {
                 device,
             ));
         }
-        if is_native_checkpoint(path) {
-            let (model, config) = load_pretrained::<B>(path, device)?;
+        if let Checkpoint::Pretrain { .. } = what {
+            let (model, config) = load_pretrained::<B>(&file, device)?;
             let size = config.model.img_size as u32;
             let (_, eval) = supmae_train::transforms(&config);
             let eval = Transform { size, ..eval };
@@ -184,7 +181,7 @@ impl<B: Backend> Embedder<B> {
                 device,
             ));
         }
-        let state = StateDict::from_file(path)?;
+        let state = StateDict::from_file(&file)?;
         let info = inspect(&state)?;
         Self::from_state(state, &info, device)
     }
@@ -197,16 +194,13 @@ impl<B: Backend> Embedder<B> {
         let eval = official_eval_transform(info);
         let description = info.describe();
         let (model, classes) = match &info.flavour {
-            Flavour::Finetuned { .. } => {
-                let cfg = info.vit_config(1000, true);
-                let (vit, _) =
-                    load_state_dict(cfg.init::<B>(device)?, &state, &KeyPolicy::default())?;
-                (Model::Vit(vit), Some(imagenet_or_numbered(cfg.num_classes)))
-            }
-            Flavour::LinearProbe => {
-                let probe = linear_probe_from_state::<B>(&state, info, device)?;
-                let n = probe.encoder.config.num_classes;
-                (Model::Probe(probe), Some(imagenet_or_numbered(n)))
+            Flavour::Finetuned { .. } | Flavour::LinearProbe => {
+                let (classifier, cfg) = official_classifier::<B>(&state, None, device)?;
+                let classes = Some(imagenet_or_numbered(cfg.num_classes));
+                match classifier {
+                    Classifier::Vit(vit) => (Model::Vit(vit), classes),
+                    Classifier::Probe(probe) => (Model::Probe(probe), classes),
+                }
             }
             Flavour::SupMaePretrain { .. } | Flavour::MaeFull => {
                 let cfg = info
@@ -289,7 +283,7 @@ impl<B: Backend> Embedder<B> {
     ) -> Result<Vec<Vec<Prediction>>, EmbedError> {
         let Some(classes) = &self.classes else {
             return Err(EmbedError::NoClassifier(format!(
-                "{}: no classification head; fine-tune it (`supmae finetune`) or embed instead",
+                "{}: no classification head; fine-tune it first, or embed instead",
                 self.description
             )));
         };
@@ -359,50 +353,11 @@ impl<B: Backend> Embedder<B> {
     }
 }
 
-fn native_file(path: &Path) -> PathBuf {
-    supmae_train::run_dir::checkpoint_in(path)
-}
-
 /// The evaluation transform of an official checkpoint: ImageNet's (resize, centre crop,
 /// mean/std) at the checkpoint's resolution.
 fn official_eval_transform(info: &CheckpointInfo) -> Transform {
     let t = Transform::eval(info.img_size as u32);
     if info.in_chans == 1 { t.greyscale() } else { t }
-}
-
-/// An official linear-probe state dict (`head.0` BatchNorm, `head.1` Linear) as a probe.
-pub fn linear_probe_from_state<B: Backend>(
-    state: &StateDict,
-    info: &CheckpointInfo,
-    device: &B::Device,
-) -> Result<LinearProbe<B>, EmbedError> {
-    let cfg = info.vit_config(info.num_classes.unwrap_or(1000), false);
-    let mut entries = Vec::new();
-    let (mut mean, mut var) = (None, None);
-    for (key, shape, values) in state.entries_f32()? {
-        match key.as_str() {
-            "head.0.running_mean" => mean = Some(values),
-            "head.0.running_var" => var = Some(values),
-            "head.0.num_batches_tracked" => {}
-            k => {
-                let k = k
-                    .strip_prefix("head.1.")
-                    .map_or(k.to_string(), |r| format!("head.{r}"));
-                entries.push((k, shape, values));
-            }
-        }
-    }
-    let renamed = StateDict::from_entries(state.path(), entries);
-    let (encoder, _) = load_state_dict(cfg.init::<B>(device)?, &renamed, &KeyPolicy::default())?;
-    let d = cfg.embed_dim;
-    let tensor = |v: Option<Vec<f32>>, default: f32| {
-        Tensor::<B, 1>::from_data(TensorData::new(v.unwrap_or(vec![default; d]), [d]), device)
-    };
-    let bn = ProbeNorm {
-        running_mean: burn::module::RunningState::new(tensor(mean, 0.0)),
-        running_var: burn::module::RunningState::new(tensor(var, 1.0)),
-    };
-    Ok(LinearProbe { encoder, bn })
 }
 
 fn mean_of_patch_tokens<B: Backend>(tokens: Tensor<B, 3>) -> Tensor<B, 2> {
@@ -444,7 +399,7 @@ pub fn read_images<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<DynamicImage>, Emb
 }
 
 /// A decoded image as the pipeline's 8-bit buffer (RGB, or PIL-style luma for 1 channel).
-pub fn to_image8(img: &DynamicImage, channels: u8) -> Image8 {
+pub(crate) fn to_image8(img: &DynamicImage, channels: u8) -> Image8 {
     if channels == 1 {
         let g = img.to_luma8();
         Image8 {

@@ -69,23 +69,62 @@
 //! ```
 //!
 //! [`Reconstructor`] draws MAE's reconstruction pictures from a checkpoint with a decoder;
-//! `supmae::train` holds the learners (pre-training, fine-tuning, linear probing) and
-//! `supmae::convert` the conversion to official key names.
+//! [`train`] holds the learners (pre-training, fine-tuning, linear probing) on one
+//! [`train::Engine`], [`train::open`] tells what a checkpoint file or run folder is, and
+//! [`convert()`] writes a checkpoint with the official key names.
+//!
+//! ## What this crate shows
+//!
+//! This facade is the public face: each item by one path, about sixty in all. [`model`],
+//! [`train`] and [`data`] re-export what an application needs from the workspace crates
+//! `supmae-model`, `supmae-train` and `supmae-data`; the building blocks behind them (the
+//! ViT's layers, the checkpoint readers, the fused CPU kernels, the input pipeline's
+//! stages) stay in those crates, documented there, for the few who build on them.
 
 #![warn(missing_docs)]
 
-pub mod backend;
-pub mod bench;
-pub mod convert;
-pub mod embed;
-pub mod reconstruct;
+mod backend;
+mod convert;
+mod embed;
+mod reconstruct;
 
 pub use burn;
 pub use image;
-pub use supmae_data as data;
-pub use supmae_model as model;
-pub use supmae_train as train;
 
 pub use backend::{BackendError, BackendJob, BackendKind, run_on};
-pub use embed::{EmbedError, Embedder, Prediction};
+pub use convert::convert;
+pub use embed::{EmbedError, Embedder, Prediction, read_images};
 pub use reconstruct::{Reconstruction, Reconstructor, grid};
+
+/// The models: SupMAE / MAE for pre-training and the ViT classifier, their configurations and
+/// errors (from `supmae-model`).
+pub mod model {
+    pub use supmae_model::masking::len_keep;
+    pub use supmae_model::{
+        CheckpointError, ClsHeadConfig, EncoderOutput, Flavour, MaeConfig, ModelError, SupMae,
+        SupMaeInput, SupMaeOutput, VitClassifier, VitConfig,
+    };
+}
+
+/// The learners on one epoch engine, run folders, checkpoints and evaluation (from
+/// `supmae-train`).
+pub mod train {
+    pub use supmae_train::engine::{Engine, Task};
+    pub use supmae_train::open::{Checkpoint, open};
+    pub use supmae_train::robustness::{RobustnessReport, evaluate_robustness};
+    pub use supmae_train::run_dir::{NewRun, Overwrite};
+    pub use supmae_train::{
+        Classifier, DataSpec, EvalReport, FinetuneConfig, Finetuner, Init, LinearProber,
+        LinprobeConfig, PretrainConfig, Pretrainer, ProgressMode, TrainError, load_classifier,
+        load_data, load_pretrained,
+    };
+}
+
+/// Datasets and checks: ImageNet-style folders, Fashion-MNIST (from `supmae-data`).
+pub mod data {
+    pub use supmae_data::fashion_mnist::Split;
+    pub use supmae_data::{
+        CheckReport, DEFAULT_MAX_PIXELS, DataError, FashionMnist, FolderDataset, ImageSource,
+        check_dataset,
+    };
+}

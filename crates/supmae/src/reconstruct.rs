@@ -14,8 +14,8 @@ use image::{DynamicImage, Rgb, RgbImage};
 use supmae_data::{SampleRng, Transform};
 use supmae_model::checkpoint::StateDict;
 use supmae_model::{SupMae, inspect, patchify, unpatchify};
-use supmae_train::finetune::is_native_checkpoint;
 use supmae_train::load_pretrained;
+use supmae_train::open::{Checkpoint, open};
 
 use crate::embed::{EmbedError, to_image8};
 
@@ -64,8 +64,16 @@ impl<B: Backend> Reconstructor<B> {
         pixel_targets: Option<bool>,
     ) -> Result<Self, EmbedError> {
         let path = path.as_ref();
-        if is_native_checkpoint(path) {
-            let (model, config) = load_pretrained::<B>(path, device)?;
+        let (file, what) = open(path)?;
+        if let Checkpoint::Classifier(_) = what {
+            return Err(EmbedError::CannotReconstruct(format!(
+                "{}: a fine-tuned or probed classifier checkpoint has no decoder to reconstruct \
+                 with (use a pre-training checkpoint)",
+                file.display()
+            )));
+        }
+        if let Checkpoint::Pretrain { .. } = what {
+            let (model, config) = load_pretrained::<B>(&file, device)?;
             let (_, eval) = supmae_train::transforms(&config);
             let norm_pix = pixel_targets.map_or(config.model.norm_pix_loss, |p| !p);
             let description = format!(
@@ -92,7 +100,7 @@ impl<B: Backend> Reconstructor<B> {
                 device: device.clone(),
             });
         }
-        let state = StateDict::from_file(path)?;
+        let state = StateDict::from_file(&file)?;
         let info = inspect(&state)?;
         let Some(config) = info.mae_config() else {
             return Err(EmbedError::CannotReconstruct(format!(
@@ -247,11 +255,11 @@ impl<B: Backend> Reconstructor<B> {
 }
 
 /// Largest picture [`grid`] draws (pixels).
-pub const MAX_GRID_PIXELS: u64 = 100_000_000;
+pub(crate) const MAX_GRID_PIXELS: u64 = 100_000_000;
 
 /// The picture: one row per image, columns original | masked | reconstruction |
 /// reconstruction + visible, each cell scaled up `scale` times (nearest) with a 4 px gap.
-/// A picture over [`MAX_GRID_PIXELS`] (a huge `scale`) is an error, checked before
+/// A picture over 100 million pixels (a huge `scale`) is an error, checked before
 /// anything is allocated.
 pub fn grid(rows: &[Reconstruction], scale: u32) -> Result<RgbImage, EmbedError> {
     let Some(first) = rows.first() else {
@@ -263,7 +271,7 @@ pub fn grid(rows: &[Reconstruction], scale: u32) -> Result<RgbImage, EmbedError>
     if width.saturating_mul(height) > MAX_GRID_PIXELS {
         return Err(EmbedError::Unsupported(format!(
             "a {width}x{height} picture (scale {scale}) is over the {MAX_GRID_PIXELS}-pixel \
-             limit: lower --scale or pass fewer images"
+             limit: lower the scale or pass fewer images"
         )));
     }
     let scale = scale.max(1);

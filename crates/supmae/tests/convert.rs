@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use supmae::burn::backend::Flex;
-use supmae::convert::convert;
+use supmae::convert;
 use supmae_model::checkpoint::StateDict;
 use supmae_model::{Flavour, inspect};
 

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use supmae::model::StateDict;
-use supmae::train::checkpoint::CheckpointParts;
+use supmae_model::StateDict;
+use supmae_train::checkpoint::CheckpointParts;
 
 type B = burn::backend::Flex;
 
@@ -97,7 +97,7 @@ fn fuzz(seed: &[u8], salt: u64, mut target: impl FnMut(&[u8])) -> usize {
 fn read_everything(path: &Path) {
     if let Ok(state) = StateDict::from_file(path) {
         let _ = state.entries_f32();
-        let _ = supmae::model::inspect(&state);
+        let _ = supmae_model::inspect(&state);
     }
 }
 
@@ -132,7 +132,7 @@ fn fuzz_safetensors() {
 fn fuzz_native_checkpoint() {
     let dir = scratch("ckpt");
     let good = dir.join("good.ckpt");
-    supmae::convert::convert::<B>(
+    supmae::convert::<B>(
         &fixture("tools/parity/fixtures/tiny/supmae_tiny.pth"),
         &good,
         &Default::default(),
@@ -143,8 +143,8 @@ fn fuzz_native_checkpoint() {
     let file = dir.join("x.ckpt");
     let load = |bytes: &[u8]| {
         std::fs::write(&file, bytes).unwrap();
-        if supmae::train::open::open(&file).is_ok() {
-            let _ = supmae::train::pretrain::load_pretrained::<B>(&file, &Default::default());
+        if supmae_train::open::open(&file).is_ok() {
+            let _ = supmae_train::pretrain::load_pretrained::<B>(&file, &Default::default());
         }
     };
     let raw = fuzz(&seed, 3, load);
@@ -173,14 +173,14 @@ fn fuzz_image_headers() {
     .unwrap();
     let jpeg = std::fs::read(fixture("crates/supmae-data/tests/data/photos/chelsea.jpg")).unwrap();
     let path = Path::new("mutant");
-    let eval = supmae::data::Transform::eval(32);
+    let eval = supmae_data::Transform::eval(32);
     for (salt, seed) in [(5, &png), (6, &jpeg)] {
         // Mutations near the header: keep the first 512 bytes' worth of changes meaningful.
         let head = &seed[..seed.len().min(4096)];
         let runs = fuzz(head, salt, |bytes| {
-            if let Ok(img) = supmae::data::decode_image(bytes, path, 3, 1 << 22) {
+            if let Ok(img) = supmae_data::decode_image(bytes, path, 3, 1 << 22) {
                 let mut out = vec![0.0; eval.output_len()];
-                let _ = eval.apply(&img, &mut supmae::data::SampleRng::new(0), &mut out);
+                let _ = eval.apply(&img, &mut supmae_data::SampleRng::new(0), &mut out);
             }
         });
         eprintln!("image headers (salt {salt}): {runs} mutants");

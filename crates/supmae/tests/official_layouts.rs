@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use supmae::burn::backend::Flex;
-use supmae::convert::convert;
+use supmae::convert;
 use supmae_model::checkpoint::StateDict;
 use supmae_model::{Flavour, inspect};
 

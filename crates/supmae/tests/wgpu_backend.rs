@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use burn::backend::{Autodiff, Wgpu};
 use burn::tensor::backend::AutodiffBackend;
 use supmae::burn::backend::Flex;
-use supmae::{BackendJob, EmbedError, Embedder};
+use supmae::{BackendJob, Embedder};
 
 /// Whether a wgpu adapter starts here (probed once, on a throw-away tensor); panics when
 /// none does and `SUPMAE_REQUIRE_WGPU=1`.
@@ -48,6 +48,10 @@ type Cpu = Autodiff<Flex>;
 
 #[path = "../../supmae-train/tests/common/trajectory.rs"]
 mod trajectory;
+// The program's benchmark step and fixture check (program code, not library API).
+#[allow(dead_code)]
+#[path = "../../supmae-cli/src/bench.rs"]
+mod bench;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/parity/fixtures/tiny")
@@ -56,20 +60,20 @@ fn fixtures() -> PathBuf {
 struct Parity;
 
 impl BackendJob for Parity {
-    type Output = Result<Vec<(String, f64, f64)>, EmbedError>;
+    type Output = Result<Vec<(String, f64, f64)>, String>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        supmae::bench::backend_parity::<B>(&fixtures(), &device)
+        bench::backend_parity::<B>(&fixtures(), &device)
     }
 }
 
 struct Step;
 
 impl BackendJob for Step {
-    type Output = Result<(f64, f64), EmbedError>;
+    type Output = Result<(f64, f64), String>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        supmae::bench::throughput::<B>("px32", 4, 1, &device)
+        bench::throughput::<B>("px32", 4, 1, &device)
     }
 }
 
@@ -126,7 +130,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// the fused CPU kernels, on `Autodiff<Wgpu>` the generic Burn ops.
 fn kernel_outputs<B: AutodiffBackend>(device: &B::Device) -> Vec<(&'static str, Vec<f32>)> {
     use burn::prelude::*;
-    use supmae::model::kernels;
+    use supmae_model::kernels;
     let tensor = |shape: [usize; 3], seed: u64| {
         let n = shape.iter().product();
         Tensor::<B, 3>::from_data(TensorData::new(values(n, seed), shape), device)

@@ -1,8 +1,19 @@
 //! Running a fine-tuning or probing job on a backend: one peer per device, each epoch
 //! printed by rank 0, and the final report.
 
-#[allow(unused_imports)]
-use super::*;
+use std::path::PathBuf;
+
+use supmae::BackendJob;
+use supmae::burn::tensor::backend::AutodiffBackend;
+use supmae_data::AnySource;
+use supmae_model::checkpoint::LoadReport;
+use supmae_train::engine::{Engine, Task};
+use supmae_train::run_dir::NewRun;
+use supmae_train::{ClassifierLog, Finetuner, LinearProber, ProgressMode, load_data};
+
+use super::Recipe;
+use crate::common::{CliError, Result, cli, err, say};
+use crate::parallel::{Parallel, PeerOf};
 
 pub(super) fn report(
     history: &[ClassifierLog],
@@ -181,7 +192,7 @@ impl Job {
 /// The data of the run saved in `out_dir` (for peers that resume on explicit datasets).
 #[cfg(feature = "distributed")]
 fn resume_data(out_dir: &std::path::Path) -> Result<(AnySource, Option<AnySource>)> {
-    use supmae::train::open::{Checkpoint, open};
+    use supmae_train::open::{Checkpoint, open};
     let (_, what) = cli(open(out_dir))?;
     let Checkpoint::Classifier(meta) = what else {
         return err(format!(
@@ -192,64 +203,24 @@ fn resume_data(out_dir: &std::path::Path) -> Result<(AnySource, Option<AnySource
     cli(load_data(&meta.data))
 }
 
-/// What the epoch loop needs of a learner.
-trait Learner {
-    fn done(&self) -> usize;
-    fn total(&self) -> usize;
-    fn epoch(&mut self) -> supmae::train::Result<ClassifierLog>;
-    fn logs(&self) -> Vec<ClassifierLog>;
-}
-
-impl<B: AutodiffBackend> Learner for Finetuner<B> {
-    fn done(&self) -> usize {
-        self.history().len()
-    }
-    fn total(&self) -> usize {
-        self.config().epochs
-    }
-    fn epoch(&mut self) -> supmae::train::Result<ClassifierLog> {
-        self.run_epoch()
-    }
-    fn logs(&self) -> Vec<ClassifierLog> {
-        self.history().to_vec()
-    }
-}
-
-impl<B: AutodiffBackend> Learner for LinearProber<B> {
-    fn done(&self) -> usize {
-        self.history().len()
-    }
-    fn total(&self) -> usize {
-        self.config().epochs
-    }
-    fn epoch(&mut self) -> supmae::train::Result<ClassifierLog> {
-        self.run_epoch()
-    }
-    fn logs(&self) -> Vec<ClassifierLog> {
-        self.history().to_vec()
-    }
-}
-
-/// Runs the remaining epochs, printing each (rank 0).
-/// Every epoch is checkpointed, so stopping early (`--stop-after`) needs nothing more.
-fn drive(
-    mut learner: impl Learner,
+/// Runs the remaining epochs on the engine (up to `--stop-after`), printing each (rank 0).
+fn drive<B: AutodiffBackend, T: Task<B, Log = ClassifierLog>>(
+    mut learner: Engine<B, T>,
     talk: bool,
     stop_after: Option<usize>,
 ) -> Result<Vec<ClassifierLog>> {
-    let total = learner.total();
-    if talk && learner.done() > 0 {
-        eprintln!("resuming after epoch {} of {total}", learner.done());
+    let total = learner.plan().epochs;
+    if talk && learner.epochs_done() > 0 {
+        eprintln!("resuming after epoch {} of {total}", learner.epochs_done());
     }
     let stop = stop_after.map_or(total, |n| n.min(total));
-    while learner.done() < stop {
-        let log = cli(learner.epoch())?;
+    cli(learner.run_until(stop, |log| {
         if talk {
-            print_epoch(&log, total);
+            print_epoch(log, total);
         }
-    }
+    }))?;
     if talk && stop < total {
         crate::common::note!("stopped after epoch {stop} of {total}; continue with --resume");
     }
-    Ok(learner.logs())
+    Ok(learner.history().to_vec())
 }

@@ -284,11 +284,8 @@ pub fn export_state_dict<B: Backend, M: Module<B>>(
                 tensor = tensor.transpose();
             }
             let shape = tensor.dims().to_vec();
-            let values = tensor
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .unwrap_or_default();
+            // `iter` converts every element (no error path to swallow).
+            let values: Vec<f32> = tensor.into_data().iter::<f32>().collect();
             self.out.push((key, shape, values));
         }
     }

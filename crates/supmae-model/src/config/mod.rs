@@ -481,7 +481,7 @@ fn check_total(count: ParamCount) -> Result<()> {
             "model size",
             format!(
                 "{total} parameters and buffers ({:.1} GB as f32) is over the limit of {} \
-                 (raise it with `set_max_params` / `--max-params` if you mean it)",
+                 (raise it with `set_max_params` if you mean it)",
                 total as f64 * 4e-9,
                 max_params()
             ),

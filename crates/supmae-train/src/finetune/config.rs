@@ -1,7 +1,14 @@
 //! The fine-tuning recipe and its presets.
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use supmae_data::{RandAugment, RandomErasing, Transform};
+use supmae_model::VitConfig;
+
+use super::MixupConfig;
+use crate::config::DataSpec;
+use crate::error::{Result, TrainError};
+use crate::init::Init;
+use crate::schedule::scaled_lr;
 
 /// The fine-tuning recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

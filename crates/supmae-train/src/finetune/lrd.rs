@@ -1,7 +1,10 @@
 //! Layer-wise learning-rate decay (`param_groups_lrd` of the official code).
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::HashMap;
+
+use burn::module::{Module, ParamId};
+use burn::prelude::*;
+use supmae_model::checkpoint::param_keys;
 
 /// The layer id of a fine-tuning parameter, as `param_groups_lrd` assigns it: `cls_token`,
 /// `pos_embed` and `patch_embed.*` are layer 0, `blocks.k.*` is layer `k + 1`, everything

@@ -1,7 +1,7 @@
 //! Mixup / CutMix with label smoothing folded into soft targets (timm's `Mixup`).
 
-#[allow(unused_imports)]
-use super::*;
+use serde::{Deserialize, Serialize};
+use supmae_data::SampleRng;
 
 /// Soft targets of a mixed batch, as timm's `mixup_target`: label smoothing folded in
 /// (`off = smoothing / C`, `on = 1 − smoothing + off`), then `lam · y + (1 − lam) · y_flip`
@@ -87,22 +87,6 @@ mod mix_tests {
         assert_eq!((t, b, l, r), (0, 56, 0, 56));
         assert!((lam - (1.0 - 56.0 * 56.0 / (224.0 * 224.0))).abs() < 1e-12);
     }
-}
-
-/// One-hot targets with label smoothing folded in (`mixup_targets` at `lam = 1`).
-///
-/// # Shapes
-/// - output: `[N, classes]` flattened
-pub fn one_hot_targets(labels: &[usize], classes: usize, smoothing: f64) -> Vec<f32> {
-    let off = smoothing / classes as f64;
-    let on = 1.0 - smoothing + off;
-    let mut out = vec![off as f32; labels.len() * classes];
-    for (row, &label) in out.chunks_mut(classes).zip(labels) {
-        if let Some(v) = row.get_mut(label) {
-            *v = on as f32;
-        }
-    }
-    out
 }
 
 /// timm's `Mixup` (batch mode) settings.
@@ -245,6 +229,7 @@ pub fn mix_batch_with(
 #[cfg(test)]
 mod batch_mix_tests {
     use super::*;
+    use crate::classifier::one_hot_targets;
 
     #[test]
     fn mixed_batches_follow_timm() {

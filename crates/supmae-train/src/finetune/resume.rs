@@ -1,9 +1,19 @@
 //! Resuming a fine-tuning run: model, every optimizer group and the schedule position
 //! from its checkpoint.
 
-#[allow(unused_imports)]
-use super::*;
-use crate::classifier::Resumable;
+use std::path::Path;
+
+use burn::optim::{GradientsAccumulator, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use supmae_data::AnySource;
+
+use super::{FinetuneConfig, Finetuner, Finetuning, optimizer_groups, run_spec};
+use crate::checkpoint::CheckpointParts;
+use crate::classifier::{ClassifierKind, ClassifierMeta, Resumable};
+use crate::engine::Engine;
+use crate::error::{Result, TrainError};
+use crate::peers::{PeerArg, Peers};
+use crate::run_dir::{CHECKPOINT_FILE, RunDir};
 
 impl<B: AutodiffBackend> Finetuner<B> {
     /// Continues the fine-tuning run saved in `out_dir` (its `checkpoint.ckpt`), with the
@@ -42,7 +52,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
 
     #[allow(clippy::too_many_arguments)]
     fn resume_with(
-        run: crate::run_dir::RunDir,
+        run: RunDir,
         parts: CheckpointParts,
         meta: ClassifierMeta,
         config: FinetuneConfig,
@@ -57,7 +67,7 @@ impl<B: AutodiffBackend> Finetuner<B> {
             reason: format!("{what}: {e}"),
         };
         let peers = Peers::new(peer);
-        check_peer_count(config.peers, &peers)?;
+        peers.check_count(config.peers)?;
         let spec = run_spec(&config, &peers);
         let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
         let model = crate::checkpoint::load_model::<B, _>(
@@ -85,29 +95,18 @@ impl<B: AutodiffBackend> Finetuner<B> {
                 .map_err(|e| bad("optimizer record", e))?;
             group.opt = group.opt.clone().load_record(record);
         }
-        let trainer = Self {
+        let task = Finetuning {
             config,
             model: Some(model),
             groups,
             group_of,
-            train,
             val,
             classes,
-            run,
-            device,
-            history: meta.history,
-            best_acc1: meta.best_acc1,
+            device: device.clone(),
             load_report: None,
-            progress: ProgressMode::Quiet,
-            peers,
             accumulator: GradientsAccumulator::new(),
         };
-        trainer.peers.check_same(trainer.model())?;
-        // Epochs logged after the checkpoint are redone: the log matches the checkpoint.
-        if trainer.peers.is_main() {
-            crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
-        }
-        Ok(trainer)
+        Engine::assemble(task, train, run, peers, device, meta.history)
     }
 }
 

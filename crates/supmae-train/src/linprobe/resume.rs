@@ -1,9 +1,21 @@
 //! Resuming a linear-probing run: the probe, the LARS momentum and the schedule position
 //! from its checkpoint.
 
-#[allow(unused_imports)]
-use super::*;
-use crate::classifier::Resumable;
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use supmae_data::AnySource;
+
+use super::{LinearProber, LinprobeConfig, Linprobing, run_spec};
+use crate::checkpoint::CheckpointParts;
+use crate::classifier::{ClassifierKind, ClassifierMeta, Resumable};
+use crate::engine::Engine;
+use crate::error::{Result, TrainError};
+use crate::peers::{PeerArg, Peers};
+use crate::probe::{LinearProbe, ProbeNorm};
+use crate::run_dir::{CHECKPOINT_FILE, RunDir};
 
 impl<B: AutodiffBackend> LinearProber<B> {
     /// Continues the linear-probing run saved in `out_dir` (its `checkpoint.ckpt`: probe,
@@ -43,7 +55,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
 
     #[allow(clippy::too_many_arguments)]
     fn resume_with(
-        run: crate::run_dir::RunDir,
+        run: RunDir,
         parts: CheckpointParts,
         meta: ClassifierMeta,
         config: LinprobeConfig,
@@ -58,7 +70,7 @@ impl<B: AutodiffBackend> LinearProber<B> {
             reason: format!("{what}: {e}"),
         };
         let peers = Peers::new(peer);
-        check_peer_count(config.peers, &peers)?;
+        peers.check_count(config.peers)?;
         let spec = run_spec(&config, &peers);
         let (train, val, classes) = crate::classifier::loaders(&spec, train, val)?;
         let model = crate::checkpoint::load_model::<B, _>(
@@ -89,44 +101,39 @@ impl<B: AutodiffBackend> LinearProber<B> {
         let mu_bias = momentum_from_bytes::<B::InnerBackend, 1>(&mb, [c], &device)
             .map_err(|e| bad("LARS momentum of head.bias", e))?;
         let frozen = model.encoder.valid();
-        let trainer = Self {
+        let task = Linprobing {
             config,
             model,
             frozen,
             mu_weight,
             mu_bias,
             pending: None,
-            train,
             val,
             classes,
-            run,
-            device,
-            history: meta.history,
-            best_acc1: meta.best_acc1,
+            device: device.clone(),
             load_report: None,
-            progress: ProgressMode::Quiet,
-            peers,
         };
-        trainer.peers.check_same(&trainer.model)?;
-        if trainer.peers.is_main() {
-            crate::classifier::rewrite_log(&trainer.run, &trainer.history)?;
-        }
-        Ok(trainer)
+        Engine::assemble(task, train, run, peers, device, meta.history)
     }
 }
 
 /// A LARS momentum buffer as little-endian `f32` bytes (empty before the first step).
-pub(super) fn momentum_bytes<B: Backend, const D: usize>(mu: Option<&Tensor<B, D>>) -> Vec<u8> {
+pub(super) fn momentum_bytes<B: Backend, const D: usize>(
+    mu: Option<&Tensor<B, D>>,
+) -> Result<Vec<u8>> {
     let Some(mu) = mu else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let values = mu
         .clone()
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()
-        .unwrap_or_default();
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        .map_err(|e| TrainError::TensorRead {
+            what: "the LARS momentum",
+            reason: format!("{e:?}"),
+        })?;
+    Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// The inverse of [`momentum_bytes`] for a buffer of `shape`.

@@ -1,7 +1,14 @@
 //! The pre-training data: sources of a `DataSpec`, the transforms, and the masking noise.
 
-#[allow(unused_imports)]
-use super::*;
+use std::path::PathBuf;
+
+use supmae_data::fashion_mnist::{self, Split};
+use supmae_data::{
+    AnySource, FashionMnist, FolderDataset, Geometry, ImageNet, SampleRng, ScanOptions, Transform,
+};
+
+use crate::config::{DataSpec, PretrainConfig};
+use crate::error::Result;
 
 /// Builds the train and validation sources of a [`DataSpec`].
 pub fn load_data(spec: &DataSpec) -> Result<(AnySource, Option<AnySource>)> {

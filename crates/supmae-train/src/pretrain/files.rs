@@ -1,23 +1,38 @@
 //! The pre-training run's files: checkpoint metadata, resume, saving, the log, and
 //! loading or writing a pre-trained model from library code.
 
-#[allow(unused_imports)]
-use super::*;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::prelude::*;
+use burn::record::Recorder;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use supmae_data::AnySource;
+use supmae_model::SupMae;
+
+use super::{EpochLog, Open, Pretrainer, Rec, load_data};
+use crate::checkpoint::{CheckpointParts, write_atomic};
+use crate::config::PretrainConfig;
+use crate::error::{Result, TrainError, json};
+use crate::peers::PeerArg;
+use crate::run_dir::CHECKPOINT_FILE;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Meta {
-    format: u32,
-    config: PretrainConfig,
-    epochs_done: usize,
-    history: Vec<EpochLog>,
+pub(super) struct Meta {
+    pub format: u32,
+    pub config: PretrainConfig,
+    pub epochs_done: usize,
+    pub history: Vec<EpochLog>,
     /// Integer buffers that the model does not hold (BatchNorm `num_batches_tracked`),
     /// kept so a converted official checkpoint converts back to an identical state dict.
     #[serde(default)]
-    extras: std::collections::BTreeMap<String, i64>,
+    pub extras: std::collections::BTreeMap<String, i64>,
     /// The file this checkpoint was converted from (no optimizer state then).
     #[serde(default)]
-    converted_from: Option<String>,
+    pub converted_from: Option<String>,
 }
 
 /// Reads and verifies a run folder's checkpoint and its metadata.
@@ -54,8 +69,8 @@ pub fn read_pretrain_config(path: &Path) -> Result<PretrainConfig> {
         .map(|m| m.config)
         .map_err(|_| TrainError::Checkpoint {
             path: path.to_path_buf(),
-            reason: "not a pre-training checkpoint (use `supmae eval` for fine-tuned or \
-                     probed ones)"
+            reason: "not a pre-training checkpoint (fine-tuned and probed checkpoints are \
+                     classifiers: `load_classifier` reads them)"
                 .into(),
         })
 }
@@ -119,7 +134,7 @@ pub fn write_pretrained<B: Backend>(
         converted_from: Some(converted_from.to_string()),
     };
     let parts = CheckpointParts {
-        meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
+        meta: serde_json::to_vec(&meta).map_err(json("checkpoint metadata"))?,
         model: Recorder::<B>::record(&Rec::new(), model.clone().into_record(), ())
             .map_err(|e| bad(e.to_string()))?,
         optim_decay: Vec::new(),
@@ -210,7 +225,7 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             || meta.config.model.init::<B>(&device),
             &device,
         )?;
-        let mut trainer = Self::assemble(
+        let mut trainer = Self::assemble_pretrain(
             meta.config,
             model,
             train,
@@ -218,69 +233,15 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             Open::Resume(out_dir),
             device,
             peer,
+            meta.history,
         )?;
-        trainer.check_peers_agree()?;
         let dec = crate::checkpoint::decode_record::<B, _>(parts.optim_decay, &trainer.device)
             .map_err(|e| bad("optimizer record", e))?;
         let nodec = crate::checkpoint::decode_record::<B, _>(parts.optim_no_decay, &trainer.device)
             .map_err(|e| bad("optimizer record", e))?;
-        trainer.opt_decay = trainer.opt_decay.load_record(dec);
-        trainer.opt_no_decay = trainer.opt_no_decay.load_record(nodec);
-        trainer.epochs_done = meta.epochs_done;
-        trainer.history = meta.history;
-        // Epochs logged after the checkpoint are redone: rewrite the log to match.
-        if trainer.is_main() {
-            trainer.rewrite_log()?;
-        }
+        let task = &mut trainer.task;
+        task.opt_decay = task.opt_decay.clone().load_record(dec);
+        task.opt_no_decay = task.opt_no_decay.clone().load_record(nodec);
         Ok(trainer)
-    }
-
-    /// Writes `checkpoint.ckpt` atomically and returns its path.
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let path = self.run.file(CHECKPOINT_FILE);
-        let bad = |e: String| TrainError::Checkpoint {
-            path: path.clone(),
-            reason: e,
-        };
-        let meta = Meta {
-            format: crate::checkpoint::FORMAT,
-            config: self.config.clone(),
-            epochs_done: self.epochs_done,
-            history: self.history.clone(),
-            extras: Default::default(),
-            converted_from: None,
-        };
-        let parts = CheckpointParts {
-            meta: serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?,
-            model: Recorder::<B>::record(&Rec::new(), self.model().clone().into_record(), ())
-                .map_err(|e| bad(e.to_string()))?,
-            optim_decay: Recorder::<B>::record(&Rec::new(), self.opt_decay.to_record(), ())
-                .map_err(|e| bad(e.to_string()))?,
-            optim_no_decay: Recorder::<B>::record(&Rec::new(), self.opt_no_decay.to_record(), ())
-                .map_err(|e| bad(e.to_string()))?,
-        };
-        write_atomic(&path, &parts.encode())?;
-        Ok(path)
-    }
-
-    pub(super) fn append_log(&self, log: &EpochLog) -> Result<()> {
-        use std::io::Write;
-        let path = self.run.file(LOG_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let line = serde_json::to_string(log).map_err(crate::error::json("a log.jsonl line"))?;
-        writeln!(file, "{line}").map_err(io(&path))
-    }
-
-    pub(super) fn rewrite_log(&self) -> Result<()> {
-        let mut text = String::new();
-        for log in &self.history {
-            text.push_str(&serde_json::to_string(log).unwrap_or_default());
-            text.push('\n');
-        }
-        self.run.write_atomic(LOG_FILE, text.as_bytes())
     }
 }

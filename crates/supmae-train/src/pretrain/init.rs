@@ -1,16 +1,19 @@
 //! Continued pre-training: a new run whose weights start from a released or earlier
 //! checkpoint (a fresh schedule and optimizer, not a resume).
 
-#[allow(unused_imports)]
-use super::*;
-
 use std::collections::BTreeSet;
+use std::path::Path;
+
+use burn::prelude::*;
+use supmae_model::SupMae;
 
 use supmae_model::LoadReport;
 use supmae_model::checkpoint::{
     KeyPattern, KeyPolicy, StateDict, export_state_dict, load_state_dict, param_keys,
 };
 
+use super::files::load_pretrained;
+use crate::error::{Result, TrainError};
 use crate::open::{Checkpoint, open};
 
 /// Loads the weights of `path` into `model` to continue pre-training from them.

@@ -1,38 +1,31 @@
-//! The pre-training learner (`main_pretrain_supmae.py` + `engine_pretrain.py`).
+//! The pre-training learner (`main_pretrain_supmae.py` + `engine_pretrain.py`): the
+//! [`Pretraining`] task and its [`Pretrainer`] (the [`Engine`] that drives it).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::ParamId;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use supmae_data::fashion_mnist::{self, Split};
-use supmae_data::{
-    AnySource, DataLoader, FashionMnist, FolderDataset, Geometry, HostBatch, ImageNet, ImageSource,
-    LoaderConfig, SampleRng, ScanOptions, Shard, Transform,
-};
-use supmae_model::{SupMae, SupMaeInput};
+use supmae_data::{AnySource, DataLoader, HostBatch, ImageSource, LoaderConfig, Shard};
+use supmae_model::SupMae;
 
-use crate::checkpoint::{CheckpointParts, write_atomic};
-use crate::config::{DataSpec, PretrainConfig};
-use crate::error::{Result, TrainError, io};
-use crate::progress::{Progress, ProgressMode};
-pub use crate::run_dir::{CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE};
-use crate::run_dir::{NewRun, RunDir};
-use crate::schedule::{LrSchedule, ParamGroups};
+use crate::config::PretrainConfig;
+use crate::engine::{At, Engine, EpochRecord, Task};
+use crate::error::{Result, TrainError, json};
+use crate::peers::{PeerArg, Peers};
+use crate::run_dir::{CONFIG_FILE, LOG_FILE, NewRun, RunDir};
+use crate::schedule::ParamGroups;
 
 mod data;
 mod files;
 mod init;
-mod train;
+mod task;
 
-use data::mask_noise;
 pub use data::{load_data, transforms};
 pub use files::{load_pretrained, pretrained_extras, read_pretrain_config, write_pretrained};
 pub use init::load_continued;
@@ -67,6 +60,15 @@ pub struct EpochLog {
     pub val_acc1_masked: Option<f64>,
 }
 
+impl EpochRecord for EpochLog {
+    fn images_seen(&self) -> u64 {
+        self.images_seen
+    }
+    fn val_acc1(&self) -> Option<f64> {
+        self.val_acc1_full
+    }
+}
+
 /// What one micro-batch of pre-training did (see [`Pretrainer::train_batch`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PretrainBatch {
@@ -82,31 +84,27 @@ pub struct PretrainBatch {
     pub stepped: bool,
 }
 
-/// Pre-trains a SupMAE / MAE with the official recipe, writing `config.json`, `log.jsonl`
-/// and an atomically replaced `checkpoint.ckpt` into its run folder.
-pub struct Pretrainer<B: AutodiffBackend> {
+/// The pre-training task: a SupMAE / MAE with the official recipe (AdamW in two
+/// weight-decay groups, per-iteration warmup + cosine, accumulation, mask ratio 0.75,
+/// norm-pix loss plus `λ · CE`), and the classification branch's validation top-1 with all
+/// patches visible and with the training mask ratio.
+pub struct Pretraining<B: AutodiffBackend> {
     config: PretrainConfig,
     model: Option<SupMae<B>>,
     opt_decay: Opt<B>,
     opt_no_decay: Opt<B>,
-    decay_ids: Vec<ParamId>,
     no_decay_ids: HashSet<ParamId>,
-    train: DataLoader<AnySource>,
     val: Option<DataLoader<AnySource>>,
-    run: RunDir,
     device: B::Device,
-    epochs_done: usize,
-    history: Vec<EpochLog>,
-    step_lrs: Vec<f64>,
-    progress: ProgressMode,
-    peers: crate::peers::Peers<B>,
     init_report: Option<supmae_model::LoadReport>,
     accumulator: GradientsAccumulator<SupMae<B>>,
 }
 
-use crate::peers::PeerArg;
+/// Pre-trains a SupMAE / MAE with the official recipe, writing `config.json`, `log.jsonl`,
+/// an atomically replaced `checkpoint.ckpt` and `best.ckpt` into its run folder.
+pub type Pretrainer<B> = Engine<B, Pretraining<B>>;
 
-impl<B: AutodiffBackend> Pretrainer<B> {
+impl<B: AutodiffBackend> Engine<B, Pretraining<B>> {
     /// Starts a new run in `out_dir` (created if needed) with the data of `config.data`.
     /// The folder is locked for the trainer's lifetime; a folder holding a previous run's
     /// checkpoint is refused unless `out_dir` says to overwrite it (see [`NewRun`]).
@@ -165,24 +163,28 @@ impl<B: AutodiffBackend> Pretrainer<B> {
             }
             None => (model, None),
         };
-        let mut trainer =
-            Self::assemble(config, model, train, val, Open::New(target), device, peer)?;
-        trainer.init_report = init_report;
-        trainer.check_peers_agree()?;
+        let mut trainer = Self::assemble_pretrain(
+            config,
+            model,
+            train,
+            val,
+            Open::New(target),
+            device,
+            peer,
+            Vec::new(),
+        )?;
+        trainer.task.init_report = init_report;
         if !trainer.is_main() {
             return Ok(trainer);
         }
-        let json =
-            serde_json::to_vec_pretty(&trainer.config).map_err(|e| TrainError::InvalidConfig {
-                field: "config",
-                reason: e.to_string(),
-            })?;
+        let json = serde_json::to_vec_pretty(&trainer.task.config).map_err(json("config.json"))?;
         trainer.run.write_atomic(CONFIG_FILE, &json)?;
         trainer.run.write_atomic(LOG_FILE, b"")?;
         Ok(trainer)
     }
 
-    fn assemble(
+    #[allow(clippy::too_many_arguments)]
+    fn assemble_pretrain(
         config: PretrainConfig,
         model: SupMae<B>,
         train: AnySource,
@@ -190,8 +192,9 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         folder: Open<'_>,
         device: B::Device,
         peer: PeerArg<B>,
+        history: Vec<EpochLog>,
     ) -> Result<Self> {
-        let peer = crate::peers::Peers::<B>::new(peer);
+        let peer = Peers::<B>::new(peer);
         let (rank, peers) = (peer.rank(), peer.count());
         if config.peers != peers {
             return Err(TrainError::InvalidConfig {
@@ -268,59 +271,23 @@ impl<B: AutodiffBackend> Pretrainer<B> {
                 .with_weight_decay(wd as f32)
                 .init::<B, SupMae<B>>()
         };
-        Ok(Self {
+        let task = Pretraining {
             opt_decay: adamw(config.weight_decay),
             opt_no_decay: adamw(0.0),
-            decay_ids: groups.decay.iter().map(|(_, id)| *id).collect(),
             no_decay_ids: groups.no_decay.iter().map(|(_, id)| *id).collect(),
             model: Some(model),
             config,
-            train,
             val,
-            run,
-            device,
-            epochs_done: 0,
-            history: Vec::new(),
-            step_lrs: Vec::new(),
-            progress: ProgressMode::Quiet,
-            peers: peer,
+            device: device.clone(),
             init_report: None,
             accumulator: GradientsAccumulator::new(),
-        })
+        };
+        Engine::assemble(task, train, run, peer, device, history)
     }
 
     /// What loading `config.init` applied and left fresh (continued pre-training only).
     pub fn init_report(&self) -> Option<&supmae_model::LoadReport> {
-        self.init_report.as_ref()
-    }
-
-    /// This process's rank in a data-parallel run (0 without one).
-    pub fn rank(&self) -> usize {
-        self.peers.rank()
-    }
-
-    /// Whether this process writes the run folder (rank 0).
-    pub fn is_main(&self) -> bool {
-        self.rank() == 0
-    }
-
-    fn peers(&self) -> usize {
-        self.config.peers
-    }
-
-    fn check_peers_agree(&self) -> Result<()> {
-        self.peers.check_same(self.model())
-    }
-
-    /// A hash of every trainable parameter's bits (FNV-1a over the f32 values in the
-    /// module's order): equal on all peers of a data-parallel run after every step.
-    pub fn parameter_fingerprint(&self) -> u64 {
-        let mut f = Fingerprint::<B> {
-            hash: 0xcbf2_9ce4_8422_2325,
-            _b: std::marker::PhantomData,
-        };
-        self.model().visit(&mut f);
-        f.hash
+        self.task.init_report.as_ref()
     }
 
     /// Changes the run's length to `epochs` (to extend a resumed run): the cosine schedule
@@ -328,49 +295,32 @@ impl<B: AutodiffBackend> Pretrainer<B> {
     /// rewritten. Extending a run is not the same as having set the longer schedule from the
     /// start (the learning rates of the epochs already done stay as they were).
     pub fn set_epochs(&mut self, epochs: usize) -> Result<()> {
-        if epochs < self.epochs_done.max(1) {
+        let done = self.epochs_done();
+        if epochs < done.max(1) {
             return Err(TrainError::InvalidConfig {
                 field: "epochs",
-                reason: format!(
-                    "({epochs}) is fewer than the {} epochs already done",
-                    self.epochs_done
-                ),
+                reason: format!("({epochs}) is fewer than the {done} epochs already done"),
             });
         }
-        self.config.epochs = epochs;
-        self.config.validate()?;
+        let mut config = self.task.config.clone();
+        config.epochs = epochs;
+        config.validate()?;
+        self.task.config = config;
         if self.is_main() {
-            let json =
-                serde_json::to_vec_pretty(&self.config).map_err(|e| TrainError::InvalidConfig {
-                    field: "config",
-                    reason: e.to_string(),
-                })?;
+            let json = serde_json::to_vec_pretty(&self.task.config).map_err(json("config.json"))?;
             self.run.write_atomic(CONFIG_FILE, &json)?;
         }
         Ok(())
     }
 
-    /// Shows progress on stderr (`Bar`/`Lines`) or not (`Quiet`, the default).
-    pub fn with_progress(mut self, mode: ProgressMode) -> Self {
-        self.progress = mode;
-        self
-    }
-
     /// The recipe.
     pub fn config(&self) -> &PretrainConfig {
-        &self.config
-    }
-
-    /// The model being trained.
-    pub fn model(&self) -> &SupMae<B> {
-        self.model
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("the model is only taken during a step"))
+        &self.task.config
     }
 
     /// Replaces the model (keeps optimizer state keyed by parameter id).
     pub fn set_model(&mut self, model: SupMae<B>) {
-        self.model = Some(model);
+        self.task.model = Some(model);
     }
 
     /// Replaces the weights by an official-format pre-training state dict (every key of the
@@ -380,57 +330,39 @@ impl<B: AutodiffBackend> Pretrainer<B> {
         &mut self,
         state: &supmae_model::checkpoint::StateDict,
     ) -> Result<supmae_model::LoadReport> {
-        let model = self
-            .model
-            .take()
-            .unwrap_or_else(|| unreachable!("the model is only taken during a step"));
-        let fallback = model.clone();
-        match model.load_state_dict(state) {
-            Ok((model, report)) => {
-                self.model = Some(model);
-                Ok(report)
-            }
-            Err(e) => {
-                self.model = Some(fallback);
-                Err(e.into())
-            }
-        }
+        let (model, report) = self.task.model().clone().load_state_dict(state)?;
+        self.task.model = Some(model);
+        Ok(report)
     }
 
-    /// Epochs finished so far.
-    pub fn epochs_done(&self) -> usize {
-        self.epochs_done
-    }
-
-    /// The per-epoch logs so far.
-    pub fn history(&self) -> &[EpochLog] {
-        &self.history
-    }
-
-    /// The learning rate of every optimizer step taken by this process.
-    pub fn step_lrs(&self) -> &[f64] {
-        &self.step_lrs
-    }
-
-    /// The run folder.
-    pub fn out_dir(&self) -> &Path {
-        self.run.path()
-    }
-
-    /// Optimizer steps per epoch.
-    pub fn schedule(&self) -> LrSchedule {
-        LrSchedule {
-            lr: self.config.peak_lr(),
-            min_lr: self.config.min_lr,
-            warmup_epochs: self.config.warmup_epochs,
-            epochs: self.config.epochs as f64,
-            iters_per_epoch: self.train.num_batches(),
-            accum_iter: self.config.accum_iter,
-        }
+    /// Trains on one micro-batch as iteration `iteration` of `epoch` (see
+    /// [`Engine::step`]): the schedule's lr, the SupMAE loss with this step's masks,
+    /// accumulation, and an AdamW step of both weight-decay groups at the end of each
+    /// accumulation window.
+    ///
+    /// `noise` (`[N, L]` row-major, uniform in `[0, 1)`, the masking noise of spec §1.5)
+    /// replaces the run's masks (the PyTorch trajectory tests replay PyTorch's); `None`
+    /// draws them from the run's seed, epoch and iteration.
+    pub fn train_batch(
+        &mut self,
+        epoch: usize,
+        iteration: usize,
+        batch: HostBatch,
+        noise: Option<Vec<f32>>,
+    ) -> Result<PretrainBatch> {
+        let report = self.step(At { epoch, iteration }, batch, noise)?;
+        let value = |i: usize| report.values.get(i).copied().unwrap_or(f64::NAN);
+        Ok(PretrainBatch {
+            loss: value(0),
+            rec_loss: value(1),
+            cls_loss: value(2),
+            lr: report.lr,
+            stepped: report.stepped,
+        })
     }
 }
 
-/// How [`Pretrainer::assemble`] opens the run folder.
+/// How a pre-training engine opens the run folder.
 enum Open<'a> {
     New(NewRun),
     Resume(&'a Path),
@@ -441,27 +373,6 @@ impl Open<'_> {
         match self {
             Open::New(target) => target.path(),
             Open::Resume(path) => path,
-        }
-    }
-}
-
-/// FNV-1a over the bits of every trainable parameter.
-struct Fingerprint<B: AutodiffBackend> {
-    hash: u64,
-    _b: std::marker::PhantomData<B>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Fingerprint<B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        let values = param.val().into_data().convert::<f32>();
-        for v in values.iter::<f32>() {
-            for byte in v.to_bits().to_le_bytes() {
-                self.hash ^= u64::from(byte);
-                self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
-            }
         }
     }
 }

@@ -8,7 +8,9 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::*;
+use super::{
+    AdPrim, Prim, contiguous, data, dims, for_rows, from_vec, matmul, record, unwrap, view, wrap,
+};
 
 /// Strides of head `h`'s `[T, hd]` slice of part `s` in a `[N, T, 3d]` qkv buffer.
 struct QkvViews {

@@ -10,7 +10,7 @@ use burn::tensor::{Bytes, DType};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
-use super::*;
+use super::{AdPrim, CHUNK, Prim, contiguous, data, record, simd, unwrap, wrap};
 
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use burn::nn::LayerNorm;
 
-use super::*;
+use super::{AdPrim, CHUNK, Prim, contiguous, data, from_vec, record, route, simd, unwrap, wrap};
 
 /// Forward pass over rows of length `d`; returns `y` and, per row, `(mean, sqrt(var + eps))`.
 ///

@@ -9,7 +9,10 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::*;
+use super::{
+    CHUNK, Prim, contiguous, data, dims, for_rows, from_vec, matmul, record, route, unwrap, view2,
+    wrap,
+};
 
 /// A `[rows, cols]` row-major matrix transposed, as a strided view.
 fn transposed(m: &FlexTensor) -> FlexTensor {

@@ -17,11 +17,11 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn_flex::FlexTensor;
+use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
 use super::linear::column_sums;
-use super::*;
+use super::{Prim, contiguous, data, from_vec, matmul, record, route, unwrap, view2, wrap};
 
 /// The sizes of one patch convolution.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@ use burn::tensor::DType;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::*;
+use super::{Prim, contiguous, data, from_vec, record, route, unwrap, wrap};
 
 /// Sizes and indices of one call; the indices were checked against the sizes.
 #[derive(Debug, Clone)]

@@ -1,7 +1,16 @@
-//! Where a classifier's weights start, and building it from there.
+//! Where a classifier's weights start (random, or a pre-training checkpoint), and building
+//! it from there.
 
-#[allow(unused_imports)]
-use super::*;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use supmae_model::checkpoint::{LoadReport, StateDict, export_state_dict};
+use supmae_model::{VitClassifier, VitConfig};
+
+use crate::error::{Result, TrainError};
+use crate::open::{Checkpoint, open};
+use crate::pretrain::load_pretrained;
 
 /// Where a classifier's weights start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,23 +26,18 @@ pub enum Init {
     },
 }
 
-/// Whether `path` is (or holds) one of our training checkpoints.
-pub fn is_native_checkpoint(path: &Path) -> bool {
-    let file = crate::run_dir::checkpoint_in(path);
-    let mut magic = [0u8; 18];
-    std::fs::File::open(&file)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && magic.as_slice() == crate::checkpoint::MAGIC
-}
-
 /// The encoder weights of a pre-training checkpoint as an official-key state dict.
 pub fn pretrained_state<B: Backend>(path: &Path, device: &B::Device) -> Result<StateDict> {
-    if is_native_checkpoint(path) {
-        let (model, _) = load_pretrained::<B>(path, device)?;
-        Ok(StateDict::from_entries(path, export_state_dict(&model)))
-    } else {
-        Ok(StateDict::from_pytorch(path)?)
+    match open(path)? {
+        (file, Checkpoint::Pretrain { .. }) => {
+            let (model, _) = load_pretrained::<B>(&file, device)?;
+            Ok(StateDict::from_entries(&file, export_state_dict(&model)))
+        }
+        (file, Checkpoint::Foreign) => Ok(StateDict::from_pytorch(&file)?),
+        (file, Checkpoint::Classifier(_)) => Err(TrainError::Checkpoint {
+            path: file,
+            reason: "a fine-tuned or probed classifier, not a pre-training checkpoint".into(),
+        }),
     }
 }
 
@@ -55,15 +59,4 @@ pub fn init_classifier<B: Backend>(
             Ok((vit, Some(report)))
         }
     }
-}
-
-pub(crate) fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
-    let line = serde_json::to_string(value).map_err(json("a log.jsonl line"))?;
-    writeln!(file, "{line}").map_err(io(path))
 }

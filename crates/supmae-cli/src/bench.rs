@@ -1,6 +1,10 @@
 //! Throughput of a training step and of inference on any backend, for the benchmark
-//! configurations of `docs/benchmarks.md` (used by `benches/train_step.rs`, `supmae bench`
-//! and `scripts/gpu-check.sh`), and a check of a backend against the PyTorch fixtures.
+//! configurations of `docs/benchmarks.md` (used by `supmae bench`, `scripts/gpu-check.sh`
+//! and `benches/train_step.rs`), and a check of a backend against the PyTorch fixtures
+//! (`supmae check-backend`, the wgpu test).
+//!
+//! Program code, not library API: the benchmark and the wgpu test take this file in with
+//! `#[path]`, so it names its crates (`supmae_model`, `burn`) and returns its errors as text.
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,7 +16,21 @@ use burn::tensor::backend::AutodiffBackend;
 use supmae_model::checkpoint::StateDict;
 use supmae_model::{ClsHeadConfig, MaeConfig, SupMaeInput, VitConfig};
 
-use crate::embed::EmbedError;
+/// An error as its message.
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A tensor's values on the host, or what went wrong reading them.
+fn host_values<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    what: &str,
+) -> Result<Vec<f32>, String> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| format!("reading {what}: {e:?}"))
+}
 
 /// The benchmark configurations: name, default batch, model.
 pub fn configs() -> Vec<(&'static str, usize, Result<MaeConfig, VitConfig>)> {
@@ -66,11 +84,11 @@ pub fn throughput<B: AutodiffBackend>(
     batch: usize,
     steps: usize,
     device: &B::Device,
-) -> Result<(f64, f64), EmbedError> {
+) -> Result<(f64, f64), String> {
     let Some((_, _, model)) = configs().into_iter().find(|(n, _, _)| *n == name) else {
-        return Err(EmbedError::Unsupported(format!(
+        return Err(format!(
             "unknown benchmark config `{name}` (tiny16, px32, tiny16_sup, base16_d1b)"
-        )));
+        ));
     };
     let n = batch;
     let steps = steps.max(1);
@@ -80,7 +98,7 @@ pub fn throughput<B: AutodiffBackend>(
     };
     match model {
         Ok(cfg) => {
-            let mut model = cfg.init::<B>(device)?;
+            let mut model = cfg.init::<B>(device).map_err(text)?;
             let mut opt = AdamWConfig::new().with_weight_decay(0.05).init::<B, _>();
             let x = images::<B>(n, cfg.img_size, device);
             let classes = cfg.cls_head.as_ref().map_or(2, |h| h.num_classes) as i64;
@@ -91,11 +109,13 @@ pub fn throughput<B: AutodiffBackend>(
             let mut train = 0.0;
             for step in 0..steps + 2 {
                 let start = Instant::now();
-                let out = model.forward(
-                    SupMaeInput::new(x.clone())
-                        .with_labels(y.clone())
-                        .with_training(true),
-                )?;
+                let out = model
+                    .forward(
+                        SupMaeInput::new(x.clone())
+                            .with_labels(y.clone())
+                            .with_training(true),
+                    )
+                    .map_err(text)?;
                 let grads = GradientsParams::from_grads(out.loss.backward(), &model);
                 model = opt.step(1e-4, model, grads);
                 sync(model.cls_token.val().inner());
@@ -108,7 +128,7 @@ pub fn throughput<B: AutodiffBackend>(
             let mut infer = 0.0;
             for step in 0..steps + 1 {
                 let start = Instant::now();
-                let enc = inner.forward_encoder(xi.clone(), 0.0, None)?;
+                let enc = inner.forward_encoder(xi.clone(), 0.0, None).map_err(text)?;
                 let _ = inner.pooled(enc.latent).slice([0..1, 0..1]).into_data();
                 if step >= 1 {
                     infer += start.elapsed().as_secs_f64();
@@ -120,7 +140,7 @@ pub fn throughput<B: AutodiffBackend>(
             ))
         }
         Err(cfg) => {
-            let mut model = cfg.init::<B>(device)?;
+            let mut model = cfg.init::<B>(device).map_err(text)?;
             let mut opt = AdamWConfig::new().with_weight_decay(0.05).init::<B, _>();
             let x = images::<B>(n, cfg.img_size, device);
             let y = Tensor::<B, 1, Int>::from_data(
@@ -131,7 +151,7 @@ pub fn throughput<B: AutodiffBackend>(
             let mut train = 0.0;
             for step in 0..steps + 2 {
                 let start = Instant::now();
-                let loss = ce.forward(model.forward(x.clone())?, y.clone());
+                let loss = ce.forward(model.forward(x.clone()).map_err(text)?, y.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = opt.step(1e-4, model, grads);
                 sync(model.cls_token.val().inner());
@@ -144,7 +164,11 @@ pub fn throughput<B: AutodiffBackend>(
             let mut infer = 0.0;
             for step in 0..steps + 1 {
                 let start = Instant::now();
-                let _ = inner.embed(xi.clone())?.slice([0..1, 0..1]).into_data();
+                let _ = inner
+                    .embed(xi.clone())
+                    .map_err(text)?
+                    .slice([0..1, 0..1])
+                    .into_data();
                 if step >= 1 {
                     infer += start.elapsed().as_secs_f64();
                 }
@@ -162,9 +186,10 @@ pub fn throughput<B: AutodiffBackend>(
 pub fn backend_parity<B: AutodiffBackend>(
     fixtures: &Path,
     device: &B::Device,
-) -> Result<Vec<(String, f64, f64)>, EmbedError> {
-    let expected = StateDict::from_safetensors(fixtures.join("expected.safetensors"))?;
-    let read = |key: &str| expected.read_f32(key);
+) -> Result<Vec<(String, f64, f64)>, String> {
+    let expected =
+        StateDict::from_safetensors(fixtures.join("expected.safetensors")).map_err(text)?;
+    let read = |key: &str| expected.read_f32(key).map_err(text);
     let cfg = MaeConfig::new()
         .with_img_size(32)
         .with_patch_size(8)
@@ -178,9 +203,11 @@ pub fn backend_parity<B: AutodiffBackend>(
             ClsHeadConfig::new().with_num_classes(10).with_hidden(128),
         ));
     let (model, _) = cfg
-        .init::<B>(device)?
-        .load_pytorch(fixtures.join("supmae_tiny.pth"))?;
-    let tensor = |key: &str| -> Result<Tensor<B, 4>, EmbedError> {
+        .init::<B>(device)
+        .map_err(text)?
+        .load_pytorch(fixtures.join("supmae_tiny.pth"))
+        .map_err(text)?;
+    let tensor = |key: &str| -> Result<Tensor<B, 4>, String> {
         let (v, s) = read(key)?;
         Ok(Tensor::from_data(
             TensorData::new(v, [s[0], s[1], s[2], s[3]]),
@@ -195,16 +222,25 @@ pub fn backend_parity<B: AutodiffBackend>(
         TensorData::new(labels.iter().map(|&l| l as i64).collect(), [ns[0]]),
         device,
     );
-    let out = model.forward(
-        SupMaeInput::new(images.clone())
-            .with_labels(labels)
-            .with_noise(noise)
-            .with_training(true),
-    )?;
+    let out = model
+        .forward(
+            SupMaeInput::new(images.clone())
+                .with_labels(labels)
+                .with_noise(noise)
+                .with_training(true),
+        )
+        .map_err(text)?;
     let grads = out.loss.backward();
     let mut rows = Vec::new();
-    let mut diff = |name: &str, got: Vec<f32>, tol: f64| -> Result<(), EmbedError> {
+    let mut diff = |name: &str, got: Vec<f32>, tol: f64| -> Result<(), String> {
         let (want, _) = read(name)?;
+        if got.len() != want.len() {
+            return Err(format!(
+                "{name}: {} values, the fixture has {}",
+                got.len(),
+                want.len()
+            ));
+        }
         let d = got
             .iter()
             .zip(&want)
@@ -213,31 +249,30 @@ pub fn backend_parity<B: AutodiffBackend>(
         rows.push((name.to_string(), d, tol));
         Ok(())
     };
-    let host = |t: Tensor<B, 1>| {
-        t.into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .unwrap_or_default()
-    };
-    diff("pred", host(out.pred.clone().flatten(0, 2)), 1e-4)?;
-    diff("rec_loss", host(out.rec_loss.clone()), 1e-5)?;
+    diff(
+        "pred",
+        host_values(out.pred.clone().flatten::<1>(0, 2), "pred")?,
+        1e-4,
+    )?;
+    diff(
+        "rec_loss",
+        host_values(out.rec_loss.clone(), "rec_loss")?,
+        1e-5,
+    )?;
     if let Some(logits) = out.logits.clone() {
-        diff("logits_train", host(logits.flatten(0, 1)), 1e-4)?;
+        diff(
+            "logits_train",
+            host_values(logits.flatten::<1>(0, 1), "logits")?,
+            1e-4,
+        )?;
     }
-    diff("loss", host(out.loss.clone()), 1e-5)?;
+    diff("loss", host_values(out.loss.clone(), "loss")?, 1e-5)?;
     let grad = model
         .blocks
         .first()
         .and_then(|b| b.attn.qkv.weight.val().grad(&grads))
-        .map(|g| {
-            g.transpose()
-                .flatten::<1>(0, 1)
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .unwrap_or_default()
-        })
-        .unwrap_or_default();
+        .ok_or("no gradient of blocks.0.attn.qkv.weight")?;
+    let grad = host_values(grad.transpose().flatten::<1>(0, 1), "the qkv gradient")?;
     diff("grad.blocks.0.attn.qkv.weight", grad, 1e-4)?;
     Ok(rows)
 }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds and runs README.md's "Using the library" example as a user would: in a fresh crate
+# outside the workspace, with `supmae` as a path dependency (default features) and the
+# workspace's Cargo.lock as its starting versions. Fails when the example does not compile,
+# does not run, or prints no loss.
+#
+#   scripts/readme-example.sh            (CARGO_TARGET_DIR is honoured)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=$(mktemp -d)/readme-example
+mkdir -p "$dir/src"
+cat >"$dir/Cargo.toml" <<TOML
+[package]
+name = "readme-example"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+supmae = { path = "$root/crates/supmae" }
+
+# Its own workspace, whatever folder it lands in.
+[workspace]
+TOML
+# The first Rust block after the "Using the library" heading, verbatim.
+awk '/^## Using the library/ { section = 1 }
+     section && /^```rust$/ { inside = 1; next }
+     inside && /^```$/ { exit }
+     inside { print }' "$root/README.md" >"$dir/src/main.rs"
+grep -q 'fn main' "$dir/src/main.rs" || { echo "no example with fn main in README.md's 'Using the library'" >&2; exit 1; }
+cp "$root/Cargo.lock" "$dir/Cargo.lock"
+out=$(cd "$dir" && cargo run --quiet)
+echo "$out"
+grep -q "reconstruction loss" <<<"$out"
+echo "README example: built and ran outside the workspace ($dir)"
