@@ -9,14 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 copies=${1:-5}
 rounds=${2:-10}
-# The test binaries, built as `cargo test --workspace` builds them (one feature set).
+# supmae-train's test binaries, built as `cargo test --workspace` builds them (one feature
+# set; the program has a `distributed` test binary too, which is not one of these).
 mapfile -t bins < <(cargo test --workspace --locked --no-run --message-format=json \
     --test pretrain --test finetune --test distributed --test distributed_classifiers 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+    if (m.get("reason") == "compiler-artifact" and m.get("executable")
+            and m["target"]["kind"] == ["test"] and "supmae-train" in m["package_id"]):
         print(m["executable"])
 ')
 [ "${#bins[@]}" -eq 4 ] || { echo "expected 4 test binaries, found ${#bins[@]}" >&2; exit 1; }
