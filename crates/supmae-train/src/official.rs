@@ -15,7 +15,7 @@ use crate::probe::{LinearProbe, ProbeNorm};
 /// The classifier an official fine-tuned or linear-probe state dict holds, and its
 /// configuration.
 ///
-/// The architecture is read from the tensors' shapes ([`supmae_model::inspect`]) unless
+/// The architecture is read from the tensors' shapes ([`supmae_model::inspect()`]) unless
 /// `model` gives it (its class count and pooling are still the checkpoint's: the head's rows
 /// and whether `fc_norm` is there). Keys load strictly ([`KeyPolicy::default`]): a missing or
 /// misshapen tensor is an error. A pre-training checkpoint or a bare encoder is refused
