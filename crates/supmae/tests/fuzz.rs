@@ -1,7 +1,7 @@
 //! Seeded mutation fuzzing of every parser of untrusted files: the `torch.save` reader (zip
 //! and pickle), safetensors, our `.ckpt` (raw bytes, and metadata / records re-checksummed
 //! so the checksum does not hide them) and image headers. Each target mutates a valid file
-//! for `SUPMAE_FUZZ_SECS` seconds (default 3; CI runs 60) and fails on any panic; the
+//! for `SUPMAE_FUZZ_SECS` seconds (default 3; CI runs 30) and fails on any panic; the
 //! readers' own budgets keep memory bounded.
 
 use std::path::{Path, PathBuf};
