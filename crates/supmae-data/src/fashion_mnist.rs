@@ -126,7 +126,9 @@ fn parse_idx(bytes: &[u8], name: &Path, ndim: u8) -> Result<(Vec<usize>, Vec<u8>
 }
 
 impl FashionMnist {
-    fn from_bytes(
+    /// Parses the images and labels files held in memory, gzipped or not (files a browser
+    /// page fetched, say); the names stand for the files in errors.
+    pub fn from_bytes(
         images: &[u8],
         labels: &[u8],
         image_name: &Path,

@@ -77,6 +77,13 @@ pub struct SupMaeInput<B: Backend> {
     pub mask_ratio: f64,
     /// Explicit masking noise `[N, L]` (otherwise drawn from the backend RNG).
     pub noise: Option<Tensor<B, 2>>,
+    /// A masking made beforehand, e.g. on the host by [`crate::masking::host_masking`]
+    /// (`mask_ratio` and `noise` are then unused).
+    pub masking: Option<Masking<B>>,
+    /// Class indices given as host values, `N` of them: checked and uploaded without reading
+    /// anything back from the device (the path for GPU backends in a browser, which cannot
+    /// read synchronously). `labels`, when set, takes precedence.
+    pub label_values: Option<Vec<i64>>,
     /// BatchNorm mode of the classification branch; defaults to training exactly when the
     /// backend records gradients (`B::ad_enabled`), like Burn's own modules.
     pub training: Option<bool>,
@@ -90,6 +97,8 @@ impl<B: Backend> SupMaeInput<B> {
             labels: None,
             mask_ratio: 0.75,
             noise: None,
+            masking: None,
+            label_values: None,
             training: None,
         }
     }
@@ -109,6 +118,18 @@ impl<B: Backend> SupMaeInput<B> {
     /// Sets explicit masking noise.
     pub fn with_noise(mut self, noise: Tensor<B, 2>) -> Self {
         self.noise = Some(noise);
+        self
+    }
+
+    /// Sets a masking made beforehand (see [`SupMaeInput::masking`]).
+    pub fn with_masking(mut self, masking: Masking<B>) -> Self {
+        self.masking = Some(masking);
+        self
+    }
+
+    /// Sets the labels as host values (see [`SupMaeInput::label_values`]).
+    pub fn with_label_values(mut self, values: Vec<i64>) -> Self {
+        self.label_values = Some(values);
         self
     }
 
@@ -227,10 +248,51 @@ impl<B: Backend> SupMae<B> {
         mask_ratio: f64,
         noise: Option<Tensor<B, 2>>,
     ) -> Result<(Tensor<B, 3>, Masking<B>)> {
+        self.encoder_input_with(images, |n, l, device| {
+            draw_masking(n, l, mask_ratio, noise, device)
+        })
+    }
+
+    /// [`SupMae::encoder_input`] with a masking made beforehand (e.g. by
+    /// [`crate::masking::host_masking`], which needs no device argsort).
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - masking: `ids_keep` `[N, K]`, `ids_restore` and `mask` `[N, L]`
+    /// - output: `[N, 1 + K, D]`, plus the [`Masking`]
+    pub fn encoder_input_masked(
+        &self,
+        images: Tensor<B, 4>,
+        masking: Masking<B>,
+    ) -> Result<(Tensor<B, 3>, Masking<B>)> {
+        self.encoder_input_with(images, |n, l, _| {
+            let keep = masking.len_keep;
+            for (name, got, expected) in [
+                ("masking.ids_keep", masking.ids_keep.dims(), [n, keep]),
+                ("masking.ids_restore", masking.ids_restore.dims(), [n, l]),
+                ("masking.mask", masking.mask.dims(), [n, l]),
+            ] {
+                if got != expected {
+                    return Err(ModelError::Shape {
+                        name,
+                        expected: format!("{expected:?}"),
+                        got: got.to_vec(),
+                    });
+                }
+            }
+            Ok(masking)
+        })
+    }
+
+    fn encoder_input_with(
+        &self,
+        images: Tensor<B, 4>,
+        masking: impl FnOnce(usize, usize, &B::Device) -> Result<Masking<B>>,
+    ) -> Result<(Tensor<B, 3>, Masking<B>)> {
         self.check_images(&images)?;
         let x = kernels::patch_conv(&self.patch_embed.proj, images); // [N, D, g, g]
         let [n, d, gh, gw] = x.dims();
-        let masking = draw_masking(n, gh * gw, mask_ratio, noise, &x.device())?;
+        let masking = masking(n, gh * gw, &x.device())?;
         let x = kernels::visible_tokens(
             x.reshape([n, d, gh * gw]), // [N, D, L]
             self.pos_embed.val(),
@@ -252,14 +314,33 @@ impl<B: Backend> SupMae<B> {
         mask_ratio: f64,
         noise: Option<Tensor<B, 2>>,
     ) -> Result<EncoderOutput<B>> {
-        let (mut x, masking) = self.encoder_input(images, mask_ratio, noise)?;
+        let (x, masking) = self.encoder_input(images, mask_ratio, noise)?;
+        Ok(self.encode(x, masking))
+    }
+
+    /// [`SupMae::forward_encoder`] with a masking made beforehand.
+    ///
+    /// # Shapes
+    /// - images: `[N, C, H, W]`
+    /// - masking: see [`SupMae::encoder_input_masked`]
+    /// - latent: `[N, 1 + K, D]`
+    pub fn forward_encoder_masked(
+        &self,
+        images: Tensor<B, 4>,
+        masking: Masking<B>,
+    ) -> Result<EncoderOutput<B>> {
+        let (x, masking) = self.encoder_input_masked(images, masking)?;
+        Ok(self.encode(x, masking))
+    }
+
+    fn encode(&self, mut x: Tensor<B, 3>, masking: Masking<B>) -> EncoderOutput<B> {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        Ok(EncoderOutput {
+        EncoderOutput {
             latent: kernels::layer_norm(&self.norm, x, LN_EPS),
             masking,
-        })
+        }
     }
 
     /// The input of the first decoder block: embedded visible tokens and mask tokens put back
@@ -418,16 +499,8 @@ impl<B: Backend> SupMae<B> {
         }
         // `iter` converts every element (no error path to swallow).
         let values: Vec<i64> = labels.to_data().iter::<i64>().collect();
-        if let Some(bad) = values.iter().find(|&&v| v < 0 || v as usize >= classes) {
-            return Err(ModelError::InvalidArgument {
-                name: "labels",
-                reason: format!("label {bad} is outside 0..{classes}"),
-            });
-        }
-        let ce = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.div_scalar(head.temperature), labels);
-        Ok(ce.mul_scalar(head.loss_ratio))
+        check_labels(&values, classes)?;
+        Ok(cross_entropy(logits, labels, head))
     }
 
     /// The whole pre-training forward pass: encoder, decoder, reconstruction loss and (for
@@ -441,20 +514,42 @@ impl<B: Backend> SupMae<B> {
         let training = input
             .training
             .unwrap_or_else(|| B::ad_enabled(&images.device()));
-        let EncoderOutput { latent, masking } =
-            self.forward_encoder(images.clone(), input.mask_ratio, input.noise)?;
+        let EncoderOutput { latent, masking } = match input.masking {
+            Some(masking) => self.forward_encoder_masked(images.clone(), masking)?,
+            None => self.forward_encoder(images.clone(), input.mask_ratio, input.noise)?,
+        };
         let pred = self.forward_decoder(latent.clone(), masking.ids_restore.clone());
         let rec_loss = self.forward_loss(images, pred.clone(), masking.mask.clone());
         let logits = self.forward_classification(latent.clone(), training)?;
-        let cls_loss = match (&logits, input.labels) {
-            (Some(logits), Some(labels)) => Some(self.classification_loss(logits.clone(), labels)?),
-            (None, Some(_)) => {
+        let labels = match (input.labels, input.label_values) {
+            (Some(labels), _) => Some(Ok(labels)),
+            (None, Some(values)) => Some(Err(values)),
+            (None, None) => None,
+        };
+        let cls_loss = match (&logits, labels, &self.config.cls_head) {
+            (Some(logits), Some(Ok(labels)), _) => {
+                Some(self.classification_loss(logits.clone(), labels)?)
+            }
+            (Some(logits), Some(Err(values)), Some(head)) => {
+                let [n, classes] = logits.dims();
+                if values.len() != n {
+                    return Err(ModelError::Shape {
+                        name: "labels",
+                        expected: format!("[{n}]"),
+                        got: vec![values.len()],
+                    });
+                }
+                check_labels(&values, classes)?;
+                let labels = Tensor::from_data(TensorData::new(values, [n]), &logits.device());
+                Some(cross_entropy(logits.clone(), labels, head))
+            }
+            (_, Some(_), _) => {
                 return Err(ModelError::InvalidArgument {
                     name: "labels",
                     reason: "this is an MAE model without a classification branch".into(),
                 });
             }
-            _ => None,
+            (_, None, _) => None,
         };
         let loss = match &cls_loss {
             Some(cls) => rec_loss.clone() + cls.clone(),
@@ -470,4 +565,27 @@ impl<B: Backend> SupMae<B> {
             masking,
         })
     }
+}
+
+/// Checks class indices against the number of classes.
+fn check_labels(values: &[i64], classes: usize) -> Result<()> {
+    if let Some(bad) = values.iter().find(|&&v| v < 0 || v as usize >= classes) {
+        return Err(ModelError::InvalidArgument {
+            name: "labels",
+            reason: format!("label {bad} is outside 0..{classes}"),
+        });
+    }
+    Ok(())
+}
+
+/// `λ · CE(logits / T, labels)` for checked labels.
+fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    head: &crate::ClsHeadConfig,
+) -> Tensor<B, 1> {
+    let ce = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.div_scalar(head.temperature), labels);
+    ce.mul_scalar(head.loss_ratio)
 }

@@ -140,6 +140,63 @@ pub fn draw_masking<B: Backend>(
     })
 }
 
+/// The masking of [`draw_masking`] for given `noise`, with the permutations computed on the
+/// host and uploaded: no `argsort` on the device and no read-back.
+///
+/// Burn 0.21's GPU backends have no device argsort; their fallback reads the noise back
+/// synchronously, which a browser's WebGPU cannot do (it panics with "Failed to
+/// synchronously read tensor data"). This path builds the same [`Masking`]: every row of
+/// `noise` is sorted ascending (ties by patch index, so the order is total), the first `K`
+/// patches are kept. Noise without ties (continuous uniform draws) gives exactly the masks
+/// of [`random_masking`].
+///
+/// # Shapes
+/// - noise: `n · l` values, row-major `[N, L]`
+/// - output: a [`Masking`] with `ids_keep` of shape `[N, K]`
+pub fn host_masking<B: Backend>(
+    noise: &[f32],
+    n: usize,
+    l: usize,
+    mask_ratio: f64,
+    device: &B::Device,
+) -> Result<Masking<B>> {
+    check_mask_ratio(l, mask_ratio)?;
+    if noise.len() != n * l {
+        return Err(ModelError::Shape {
+            name: "noise",
+            expected: format!("[{n}, {l}]"),
+            got: vec![noise.len()],
+        });
+    }
+    let keep = len_keep(l, mask_ratio);
+    let mut shuffle = Vec::with_capacity(n * l);
+    let mut restore = vec![0i64; n * l];
+    let mut removed = vec![0f32; n * l];
+    for (row, values) in noise.chunks(l).enumerate() {
+        let mut order: Vec<usize> = (0..l).collect();
+        order.sort_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+        for (rank, &patch) in order.iter().enumerate() {
+            restore[row * l + patch] = rank as i64;
+            removed[row * l + patch] = if rank >= keep { 1.0 } else { 0.0 };
+        }
+        shuffle.extend(order.into_iter().map(|p| p as i64));
+    }
+    let keep_ids: Vec<i64> = shuffle
+        .chunks(l)
+        .flat_map(|row| row[..keep].iter().copied())
+        .collect();
+    let ints = |values: Vec<i64>, cols: usize| {
+        Tensor::<B, 2, Int>::from_data(TensorData::new(values, [n, cols]), device)
+    };
+    Ok(Masking {
+        ids_shuffle: ints(shuffle, l),
+        ids_restore: ints(restore, l),
+        ids_keep: ints(keep_ids, keep),
+        mask: Tensor::from_data(TensorData::new(removed, [n, l]), device),
+        len_keep: keep,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +217,30 @@ mod tests {
         assert!(check_mask_ratio(16, 0.99).is_err());
         assert!(check_mask_ratio(16, f64::NAN).is_err());
         assert!(check_mask_ratio(16, 0.75).is_ok());
+    }
+
+    #[test]
+    fn host_masking_equals_the_device_argsort() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let (n, l) = (3, 16);
+        // Distinct noise values in a scrambled order, as uniform draws give.
+        let noise: Vec<f32> = (0..n * l)
+            .map(|i| ((i * 37 + 11) % (n * l)) as f32 / (n * l) as f32)
+            .collect();
+        for ratio in [0.0, 0.5, 0.75, 0.9] {
+            let tensor = Tensor::<B, 2>::from_data(TensorData::new(noise.clone(), [n, l]), &device);
+            let device_side = draw_masking::<B>(n, l, ratio, Some(tensor), &device).unwrap();
+            let host_side = host_masking::<B>(&noise, n, l, ratio, &device).unwrap();
+            assert_eq!(host_side.len_keep, device_side.len_keep);
+            let ints = |t: &Tensor<B, 2, Int>| t.to_data().iter::<i64>().collect::<Vec<_>>();
+            assert_eq!(ints(&host_side.ids_shuffle), ints(&device_side.ids_shuffle));
+            assert_eq!(ints(&host_side.ids_restore), ints(&device_side.ids_restore));
+            assert_eq!(ints(&host_side.ids_keep), ints(&device_side.ids_keep));
+            let floats = |t: &Tensor<B, 2>| t.to_data().iter::<f32>().collect::<Vec<_>>();
+            assert_eq!(floats(&host_side.mask), floats(&device_side.mask));
+        }
+        assert!(host_masking::<B>(&noise[1..], n, l, 0.75, &device).is_err());
+        assert!(host_masking::<B>(&noise, n, l, 1.0, &device).is_err());
     }
 }

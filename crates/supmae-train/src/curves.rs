@@ -7,10 +7,12 @@
 //! looked up and the pictures are the same on every machine.
 
 use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
 use std::sync::OnceLock;
 
 use image::{ImageFormat, RgbImage};
 use plotters::prelude::*;
+#[cfg(not(target_arch = "wasm32"))]
 use plotters::style::{FontStyle, register_font};
 
 use crate::error::{Result, TrainError};
@@ -22,6 +24,7 @@ pub const CURVES_FILE: &str = "curves.png";
 /// The picture's size, pixels.
 pub const SIZE: (u32, u32) = (1500, 900);
 
+#[cfg(not(target_arch = "wasm32"))]
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
 
@@ -136,6 +139,7 @@ impl RunCurves {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn font_ready() -> Result<()> {
     static READY: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     READY
@@ -145,6 +149,14 @@ fn font_ready() -> Result<()> {
         })
         .clone()
         .map_err(plot_error)
+}
+
+/// In wasm, plotters draws text with the browser's canvas only, not into a bitmap.
+#[cfg(target_arch = "wasm32")]
+fn font_ready() -> Result<()> {
+    Err(plot_error(
+        "training curves are drawn by native builds only (plotters has no bitmap fonts in wasm)",
+    ))
 }
 
 fn plot_error(reason: impl std::fmt::Display) -> TrainError {

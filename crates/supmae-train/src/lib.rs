@@ -55,7 +55,10 @@ pub use finetune::{FinetuneConfig, FinetuneDraws, Finetuner, MixDraw, MixupConfi
 pub use init::Init;
 pub use linprobe::{LarsConfig, LinearProbe, LinearProber, LinprobeConfig};
 pub use official::official_classifier;
-pub use pretrain::{EpochLog, PretrainBatch, Pretrainer, load_data, load_pretrained, transforms};
+pub use pretrain::{
+    EpochLog, PretrainBatch, Pretrainer, load_data, load_pretrained, load_pretrained_bytes,
+    transforms,
+};
 pub use progress::ProgressMode;
 pub use run_dir::{Overwrite, RunDir};
 pub use schedule::{LrSchedule, ParamGroups, scaled_lr, warmup_cosine_lr};

@@ -142,14 +142,17 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, Bac
             cuda_driver_present()?;
             Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default()))
         }
-        _ => Err(BackendError::NotCompiled {
-            kind,
-            compiled: BackendKind::compiled()
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
+        _ => {
+            drop(job); // used by the compiled backends' arms only
+            Err(BackendError::NotCompiled {
+                kind,
+                compiled: BackendKind::compiled()
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
     }
 }
 

@@ -13,9 +13,10 @@ use burn::prelude::*;
 use image::{DynamicImage, Rgb, RgbImage};
 use supmae_data::{SampleRng, Transform};
 use supmae_model::checkpoint::StateDict;
+use supmae_model::masking::host_masking;
 use supmae_model::{SupMae, inspect, patchify, unpatchify};
-use supmae_train::load_pretrained;
 use supmae_train::open::{Checkpoint, open};
+use supmae_train::{PretrainConfig, load_pretrained};
 
 use crate::embed::{EmbedError, to_image8};
 
@@ -74,31 +75,7 @@ impl<B: Backend> Reconstructor<B> {
         }
         if let Checkpoint::Pretrain { .. } = what {
             let (model, config) = load_pretrained::<B>(&file, device)?;
-            let (_, eval) = supmae_train::transforms(&config);
-            let norm_pix = pixel_targets.map_or(config.model.norm_pix_loss, |p| !p);
-            let description = format!(
-                "{} pre-training checkpoint ({}x{} encoder, {}-block decoder), {} targets",
-                if config.model.cls_head.is_some() {
-                    "SupMAE"
-                } else {
-                    "MAE"
-                },
-                config.model.embed_dim,
-                config.model.depth,
-                config.model.decoder_depth,
-                if norm_pix {
-                    "normalised-pixel"
-                } else {
-                    "pixel"
-                }
-            );
-            return Ok(Self {
-                model,
-                transform: eval,
-                norm_pix,
-                description,
-                device: device.clone(),
-            });
+            return Ok(Self::from_pretrained(model, &config, pixel_targets, device));
         }
         let state = StateDict::from_file(&file)?;
         let info = inspect(&state)?;
@@ -134,6 +111,62 @@ impl<B: Backend> Reconstructor<B> {
         })
     }
 
+    /// A model trained here (or being trained) with its recipe: the recipe gives the
+    /// evaluation transform and the kind of target; `pixel_targets` overrides the latter.
+    pub fn from_pretrained(
+        model: SupMae<B>,
+        config: &PretrainConfig,
+        pixel_targets: Option<bool>,
+        device: &B::Device,
+    ) -> Self {
+        let (_, eval) = supmae_train::transforms(config);
+        let norm_pix = pixel_targets.map_or(config.model.norm_pix_loss, |p| !p);
+        let description = format!(
+            "{} pre-training checkpoint ({}x{} encoder, {}-block decoder), {} targets",
+            if config.model.cls_head.is_some() {
+                "SupMAE"
+            } else {
+                "MAE"
+            },
+            config.model.embed_dim,
+            config.model.depth,
+            config.model.decoder_depth,
+            if norm_pix {
+                "normalised-pixel"
+            } else {
+                "pixel"
+            }
+        );
+        Self {
+            model,
+            transform: eval,
+            norm_pix,
+            description,
+            device: device.clone(),
+        }
+    }
+
+    /// [`Reconstructor::load`] of a `supmae pretrain` `checkpoint.ckpt` held in memory (`name`
+    /// stands for it in errors): a file a browser page was given, or weights compiled in.
+    pub fn from_checkpoint_bytes(
+        bytes: &[u8],
+        name: &str,
+        device: &B::Device,
+    ) -> Result<Self, EmbedError> {
+        let (model, config) = supmae_train::load_pretrained_bytes::<B>(bytes, name, device)?;
+        Ok(Self::from_pretrained(model, &config, None, device))
+    }
+
+    /// The model.
+    pub fn model(&self) -> &SupMae<B> {
+        &self.model
+    }
+
+    /// The evaluation transform images go through.
+    pub fn transform(&self) -> &Transform {
+        &self.transform
+    }
+
     /// What was loaded, and which kind of target it predicts.
     pub fn describe(&self) -> &str {
         &self.description
@@ -147,6 +180,41 @@ impl<B: Backend> Reconstructor<B> {
         mask_ratio: f64,
         seed: u64,
     ) -> Result<Vec<Reconstruction>, EmbedError> {
+        let (values, removed) = self.compute(images, mask_ratio, seed)?;
+        self.finish(values.into_data(), images.len(), removed)
+    }
+
+    /// [`Reconstructor::reconstruct`] reading the results back asynchronously: the path for
+    /// backends that cannot read synchronously (WebGPU in a browser).
+    pub async fn reconstruct_async(
+        &self,
+        images: &[DynamicImage],
+        mask_ratio: f64,
+        seed: u64,
+    ) -> Result<Vec<Reconstruction>, EmbedError> {
+        let (values, removed) = self.compute(images, mask_ratio, seed)?;
+        let data = values.into_data_async().await.map_err(|e| {
+            supmae_model::ModelError::InvalidArgument {
+                name: "reconstruction",
+                reason: format!("reading the result back failed: {e:?}"),
+            }
+        })?;
+        self.finish(data, images.len(), removed)
+    }
+
+    /// Everything a reconstruction reads back, in one tensor: the original, masked,
+    /// reconstructed and pasted pictures (`[4, N, C, S, S]`, normalised), then the errors on
+    /// removed patches and those of flat patch-mean patches (`[2, N]`); and how many patches
+    /// each image lost. The masks are made on the host ([`host_masking`]): no device argsort.
+    ///
+    /// # Shapes
+    /// - output: `[4·N·C·S·S + 2·N]`
+    fn compute(
+        &self,
+        images: &[DynamicImage],
+        mask_ratio: f64,
+        seed: u64,
+    ) -> Result<(Tensor<B, 1>, usize), EmbedError> {
         let cfg = &self.model.config;
         supmae_model::masking::check_mask_ratio(cfg.num_patches(), mask_ratio)?;
         let t = &self.transform;
@@ -161,10 +229,8 @@ impl<B: Backend> Reconstructor<B> {
         let mut noise_rng = SampleRng::new(seed);
         let noise: Vec<f32> = (0..n * l).map(|_| noise_rng.uniform() as f32).collect();
         let x = Tensor::<B, 4>::from_data(TensorData::new(data, [n, c, s, s]), &self.device);
-        let noise = Tensor::<B, 2>::from_data(TensorData::new(noise, [n, l]), &self.device);
-        let enc = self
-            .model
-            .forward_encoder(x.clone(), mask_ratio, Some(noise))?;
+        let masking = host_masking::<B>(&noise, n, l, mask_ratio, &self.device)?;
+        let enc = self.model.forward_encoder_masked(x.clone(), masking)?;
         let mask = enc.masking.mask.clone(); // [N, L], 1 = removed
         let pred = self
             .model
@@ -187,51 +253,67 @@ impl<B: Backend> Reconstructor<B> {
             .powi_scalar(2)
             .mean_dim(2)
             .reshape([n, l]);
-        let per_image = |e: Tensor<B, 2>| -> Result<Vec<f64>, EmbedError> {
-            let removed = mask.clone().sum_dim(1).reshape([n]);
-            let v = ((e * mask.clone()).sum_dim(1).reshape([n]) / removed.clamp_min(1.0))
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .map_err(|e| supmae_model::ModelError::InvalidArgument {
-                    name: "reconstruction",
-                    reason: format!("{e:?}"),
-                })?;
-            Ok(v)
+        let removed = mask.clone().sum_dim(1).reshape([n]);
+        let per_image = |e: Tensor<B, 2>| {
+            (e * mask.clone()).sum_dim(1).reshape([n]) / removed.clone().clamp_min(1.0)
         };
-        let (rec_err, flat_err) = (per_image(err)?, per_image(flat)?);
+        let (rec_err, flat_err) = (per_image(err), per_image(flat));
         let masked_in = target.clone() * (mask3.clone().neg().add_scalar(1.0)); // removed = 0 (the mean)
         let pasted = target * (mask3.clone().neg().add_scalar(1.0)) + pred.clone() * mask3;
-        let to_images = |patches: Tensor<B, 3>| -> Result<Vec<RgbImage>, EmbedError> {
-            let imgs = unpatchify(patches, p, c);
-            let values = imgs
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| supmae_model::ModelError::InvalidArgument {
-                    name: "reconstruction",
-                    reason: format!("{e:?}"),
-                })?;
-            Ok(values
-                .chunks(c * s * s)
-                .map(|chw| self.to_rgb(chw, c, s))
-                .collect())
+        let picture = |patches: Tensor<B, 3>| unpatchify(patches, p, c).reshape([n * c * s * s]);
+        let values = Tensor::cat(
+            vec![
+                picture(patchify(x, p)),
+                picture(masked_in),
+                picture(pred),
+                picture(pasted),
+                rec_err,
+                flat_err,
+            ],
+            0,
+        );
+        Ok((values, l - enc.masking.len_keep))
+    }
+
+    /// The pictures and errors out of the values [`Reconstructor::compute`] read back.
+    fn finish(
+        &self,
+        data: TensorData,
+        n: usize,
+        removed: usize,
+    ) -> Result<Vec<Reconstruction>, EmbedError> {
+        let values = data.convert::<f32>().to_vec::<f32>().map_err(|e| {
+            supmae_model::ModelError::InvalidArgument {
+                name: "reconstruction",
+                reason: format!("{e:?}"),
+            }
+        })?;
+        let t = &self.transform;
+        let (c, s) = (usize::from(t.channels), t.size as usize);
+        let patches = self.model.config.num_patches();
+        let size = c * s * s;
+        if values.len() != 4 * n * size + 2 * n {
+            return Err(EmbedError::Unsupported(format!(
+                "a reconstruction read back {} values instead of {}",
+                values.len(),
+                4 * n * size + 2 * n
+            )));
+        }
+        let (pictures, errors) = values.split_at(4 * n * size);
+        let picture = |k: usize, i: usize| {
+            let at = (k * n + i) * size;
+            self.to_rgb(&pictures[at..at + size], c, s)
         };
-        let originals = to_images(patchify(x, p))?;
-        let masked = to_images(masked_in)?;
-        let recs = to_images(pred)?;
-        let pastes = to_images(pasted)?;
-        let removed = l - enc.masking.len_keep;
         Ok((0..n)
             .map(|i| Reconstruction {
-                original: originals[i].clone(),
-                masked: masked[i].clone(),
-                reconstruction: recs[i].clone(),
-                pasted: pastes[i].clone(),
-                masked_mse: rec_err[i],
-                patch_mean_mse: flat_err[i],
+                original: picture(0, i),
+                masked: picture(1, i),
+                reconstruction: picture(2, i),
+                pasted: picture(3, i),
+                masked_mse: f64::from(errors[i]),
+                patch_mean_mse: f64::from(errors[n + i]),
                 removed,
-                patches: l,
+                patches,
             })
             .collect())
     }

@@ -41,8 +41,12 @@ fn read_checkpoint(out_dir: &Path) -> Result<(CheckpointParts, Meta)> {
 }
 
 fn read_checkpoint_file(path: &Path) -> Result<(CheckpointParts, Meta)> {
+    checkpoint_meta(CheckpointParts::read(path)?, path)
+}
+
+/// The checked metadata of a decoded checkpoint.
+fn checkpoint_meta(parts: CheckpointParts, path: &Path) -> Result<(CheckpointParts, Meta)> {
     let path = path.to_path_buf();
-    let parts = CheckpointParts::read(&path)?;
     let meta: Meta = serde_json::from_slice(&parts.meta).map_err(|e| TrainError::Checkpoint {
         path: path.clone(),
         reason: format!("bad metadata: {e}"),
@@ -84,9 +88,31 @@ pub fn load_pretrained<B: Backend>(
     let path = path.as_ref();
     let file = crate::run_dir::checkpoint_in(path);
     let (parts, meta) = read_checkpoint_file(&file)?;
+    pretrained_model(parts, meta, &file, device)
+}
+
+/// [`load_pretrained`] from the bytes of a `checkpoint.ckpt` held in memory (a file a
+/// browser page was given, weights compiled into a program); `name` stands for the file in
+/// errors. Nothing touches the file system.
+pub fn load_pretrained_bytes<B: Backend>(
+    bytes: &[u8],
+    name: &str,
+    device: &B::Device,
+) -> Result<(SupMae<B>, PretrainConfig)> {
+    let path = Path::new(name);
+    let (parts, meta) = checkpoint_meta(CheckpointParts::decode(bytes, path)?, path)?;
+    pretrained_model(parts, meta, path, device)
+}
+
+fn pretrained_model<B: Backend>(
+    parts: CheckpointParts,
+    meta: Meta,
+    file: &Path,
+    device: &B::Device,
+) -> Result<(SupMae<B>, PretrainConfig)> {
     meta.config.validate()?;
     let model = crate::checkpoint::load_model::<B, _>(
-        &file,
+        file,
         parts.model,
         meta.config.model.param_count().total(),
         || meta.config.model.init::<B>(device),

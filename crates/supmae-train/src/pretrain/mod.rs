@@ -27,7 +27,10 @@ mod init;
 mod task;
 
 pub use data::{load_data, transforms};
-pub use files::{load_pretrained, pretrained_extras, read_pretrain_config, write_pretrained};
+pub use files::{
+    load_pretrained, load_pretrained_bytes, pretrained_extras, read_pretrain_config,
+    write_pretrained,
+};
 pub use init::load_continued;
 
 type Opt<B> = OptimizerAdaptor<AdamW, SupMae<B>, B>;
