@@ -47,15 +47,20 @@ build() {
     (cd $web && CARGO_TARGET_DIR="$target_dir" cargo build --profile "$profile" --locked)
     rm -rf "$dist"
     mkdir -p "$dist/pkg" "$dist/assets"
-    wasm-bindgen --target web --no-typescript --out-dir "$dist/pkg" \
-        "$target_dir/wasm32-unknown-unknown/$profile/supmae_web.wasm"
+    local wasm="$target_dir/wasm32-unknown-unknown/$profile/supmae_web.wasm"
     if [ "${SUPMAE_WASM_OPT:-1}" != 0 ] && command -v wasm-opt >/dev/null; then
+        # Before wasm-bindgen: Debian's binaryen (version 108) run on wasm-bindgen's output
+        # breaks its externref table ("WebAssembly.Table.set(): Argument 1 is invalid").
         echo "== wasm-opt -Oz"
-        wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-            --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
-            "$dist/pkg/supmae_web_bg.wasm" -o "$dist/pkg/supmae_web_bg.opt.wasm"
-        mv "$dist/pkg/supmae_web_bg.opt.wasm" "$dist/pkg/supmae_web_bg.wasm"
+        local tmp
+        tmp=$(mktemp -d)
+        wasm-opt -Oz --strip-debug --strip-producers --enable-bulk-memory \
+            --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals \
+            --enable-reference-types --enable-multivalue --enable-simd \
+            "$wasm" -o "$tmp/supmae_web.wasm"
+        wasm="$tmp/supmae_web.wasm"
     fi
+    wasm-bindgen --target web --no-typescript --out-dir "$dist/pkg" "$wasm"
     cp $web/index.html $web/main.js $web/style.css "$dist/"
     cp $web/assets/checkpoint.ckpt "$dist/assets/"
     cp crates/supmae-data/assets/fashion-mnist/*.gz "$dist/assets/"
