@@ -25,10 +25,10 @@ use wasm_bindgen_futures::future_to_promise;
 
 use session::Session;
 
-/// A session on one of the two backends.
+/// A session on one of the two backends (boxed: the two differ in size).
 enum Any {
-    Cpu(Session<Autodiff<Flex>>),
-    Gpu(Session<Autodiff<Wgpu>>),
+    Cpu(Box<Session<Autodiff<Flex>>>),
+    Gpu(Box<Session<Autodiff<Wgpu>>>),
 }
 
 /// Runs the same code on whichever backend the session has.
@@ -112,10 +112,10 @@ impl Demo {
                 } else {
                     format!("WebGPU ({})", info.name)
                 };
-                (Any::Gpu(session(device, &files).await?), name)
+                (Any::Gpu(Box::new(session(device, &files).await?)), name)
             }
             "cpu" => (
-                Any::Cpu(session(Default::default(), &files).await?),
+                Any::Cpu(Box::new(session(Default::default(), &files).await?)),
                 "Flex (CPU, wasm, one thread)".to_string(),
             ),
             other => return Err(js_error(format!("unknown backend {other:?}"))),
