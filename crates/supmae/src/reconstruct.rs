@@ -181,7 +181,8 @@ impl<B: Backend> Reconstructor<B> {
         seed: u64,
     ) -> Result<Vec<Reconstruction>, EmbedError> {
         let (values, removed) = self.compute(images, mask_ratio, seed)?;
-        self.finish(values.into_data(), images.len(), removed)
+        let data = values.try_into_data().map_err(read_back)?;
+        self.finish(data, images.len(), removed)
     }
 
     /// [`Reconstructor::reconstruct`] reading the results back asynchronously: the path for
@@ -193,12 +194,7 @@ impl<B: Backend> Reconstructor<B> {
         seed: u64,
     ) -> Result<Vec<Reconstruction>, EmbedError> {
         let (values, removed) = self.compute(images, mask_ratio, seed)?;
-        let data = values.into_data_async().await.map_err(|e| {
-            supmae_model::ModelError::InvalidArgument {
-                name: "reconstruction",
-                reason: format!("reading the result back failed: {e:?}"),
-            }
-        })?;
+        let data = values.into_data_async().await.map_err(read_back)?;
         self.finish(data, images.len(), removed)
     }
 
@@ -333,6 +329,14 @@ impl<B: Backend> Reconstructor<B> {
                 Rgb([at(0), at(1), at(2)])
             }
         })
+    }
+}
+
+/// A failed read of the results from the device, as an error.
+fn read_back(e: impl std::fmt::Debug) -> supmae_model::ModelError {
+    supmae_model::ModelError::InvalidArgument {
+        name: "reconstruction",
+        reason: format!("reading the result back failed: {e:?}"),
     }
 }
 
