@@ -159,15 +159,38 @@ fn main() {
         files.len(),
         dir.display()
     );
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "CPU: {cpu}, {threads} threads; JPEG decoder: {}",
+        supmae_data::decode::JPEG_DECODER
+    );
+    // Alternating rounds, ours first; the ratio reported is the median of the per-round
+    // ratios (PyTorch's first round pays for worker start-up too, so more rounds tell more).
+    let rounds: usize = std::env::var("SUPMAE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let mut rust = Vec::new();
     let mut torch = Vec::new();
-    for round in 0..2 {
+    for round in 0..rounds {
         let r = ours(&files, threads);
         println!("round {round}: supmae-data {r:8.1} img/s");
         rust.push(r);
         match torchvision(&dir, threads) {
             Ok(t) => {
-                println!("round {round}: torchvision {t:8.1} img/s");
+                println!(
+                    "round {round}: torchvision {t:8.1} img/s  ratio {:.2}x",
+                    r / t
+                );
                 torch.push(t);
             }
             Err(reason) => {
@@ -176,18 +199,30 @@ fn main() {
             }
         }
     }
-    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
     if torch.is_empty() {
         println!(
-            "supmae-data best {:.1} img/s (no PyTorch baseline)",
-            best(&rust)
+            "supmae-data median {:.1} img/s over {} rounds (no PyTorch baseline)",
+            median(&rust),
+            rust.len()
         );
     } else {
+        let ratios: Vec<f64> = rust.iter().zip(&torch).map(|(r, t)| r / t).collect();
         println!(
-            "supmae-data best {:.1} img/s, torchvision best {:.1} img/s: ratio {:.2}x",
-            best(&rust),
-            best(&torch),
-            best(&rust) / best(&torch)
+            "supmae-data median {:.1} img/s, torchvision median {:.1} img/s over {} rounds: median ratio {:.2}x",
+            median(&rust),
+            median(&torch),
+            ratios.len(),
+            median(&ratios)
         );
     }
 }

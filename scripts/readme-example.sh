@@ -5,10 +5,15 @@
 # does not run, or prints no loss.
 #
 #   scripts/readme-example.sh            (CARGO_TARGET_DIR is honoured)
+#   SUPMAE_README_FEATURES=wgpu scripts/readme-example.sh   (supmae features on top of its defaults)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$(mktemp -d)/readme-example
 mkdir -p "$dir/src"
+features=""
+if [ -n "${SUPMAE_README_FEATURES:-}" ]; then
+    features=$(printf '"%s", ' ${SUPMAE_README_FEATURES//,/ })
+fi
 cat >"$dir/Cargo.toml" <<TOML
 [package]
 name = "readme-example"
@@ -17,11 +22,14 @@ edition = "2024"
 publish = false
 
 [dependencies]
-supmae = { path = "$root/crates/supmae" }
+supmae = { path = "$root/crates/supmae", features = [$features] }
 
 # Its own workspace, whatever folder it lands in.
 [workspace]
 TOML
+# The workspace's profiles (dependencies optimised in dev builds), so that with
+# CARGO_TARGET_DIR pointing at the workspace's target folder the example reuses its build.
+awk '/^\[profile/ { on = 1 } /^\[/ && !/^\[profile/ { on = 0 } on' "$root/Cargo.toml" >>"$dir/Cargo.toml"
 # The first Rust block after the "Using the library" heading, verbatim.
 awk '/^## Using the library/ { section = 1 }
      section && /^```rust$/ { inside = 1; next }

@@ -8,8 +8,8 @@
 //! ImageFolder and eval transform, the 200-class masking of -A and -R) must come out exactly,
 //! and so must the mCE and the score computed from them.
 //!
-//! JPEGs decode as PIL's only through libjpeg-turbo: the program's `turbojpeg` feature (on
-//! by default). Built without it, the test is ignored.
+//! JPEGs decode as PIL's because supmae-data decodes them with libjpeg-turbo's code on every
+//! native target; nothing here is ignored.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,10 +48,6 @@ fn close(a: f64, b: f64, what: &str) {
 }
 
 #[test]
-#[cfg_attr(
-    not(feature = "turbojpeg"),
-    ignore = "needs the turbojpeg feature: JPEGs decode as PIL's only through libjpeg-turbo"
-)]
 fn robustness_top1_equals_pytorch_on_a_tree_of_real_photos() {
     let root = std::env::temp_dir().join(format!("supmae-robust-parity-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);

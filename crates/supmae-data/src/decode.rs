@@ -30,12 +30,14 @@ pub fn max_decoded_bytes() -> u64 {
     MAX_DECODED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Which JPEG decoder this build uses: `"libjpeg-turbo"` (the `turbojpeg` feature: PIL's
-/// decoder, the same pixels) or `"image-rs"` (pure Rust, within a few grey levels of PIL).
-pub const JPEG_DECODER: &str = if cfg!(feature = "turbojpeg") {
-    "libjpeg-turbo"
-} else {
+/// Which JPEG decoder this build uses: `"libjpeg-turbo"` (libjpeg-turbo's decoder code as
+/// mozjpeg carries it, built from C source: PIL's decoder, the same pixels) on every native
+/// target, or `"image-rs"` (pure Rust, within a few grey levels of PIL) on wasm32, which has
+/// no C toolchain.
+pub const JPEG_DECODER: &str = if cfg!(target_arch = "wasm32") {
     "image-rs"
+} else {
+    "libjpeg-turbo"
 };
 
 /// A decoded image: interleaved 8-bit pixels, row-major.
@@ -74,6 +76,30 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
         }
         Ok(reader)
     };
+    let format = reader()?.format();
+    // The JPEG decoder fills a truncated scan with grey instead of failing (PIL refuses such
+    // files), so check for the end-of-image marker after the last start-of-scan ourselves.
+    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            message: "truncated JPEG: no end-of-image marker after the last scan".into(),
+        });
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if format == Some(ImageFormat::Jpeg) {
+        let d = crate::jpeg::decode(bytes, path, channels, max_pixels, max_decoded_bytes())?;
+        let pixels = match (channels == 1, d.channels == 1) {
+            (true, true) | (false, false) => d.pixels,
+            (true, false) => d.pixels.chunks_exact(3).map(luma).collect(),
+            (false, true) => d.pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        };
+        return Ok(Image8 {
+            width: d.width,
+            height: d.height,
+            channels: if channels == 1 { 1 } else { 3 },
+            pixels,
+        });
+    }
     let (width, height) = reader()?
         .into_dimensions()
         .map_err(|e| decode_error(path, e))?;
@@ -122,110 +148,8 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
     }
     let mut reader = reader()?;
     reader.limits(limits);
-    // The JPEG decoder fills a truncated scan with grey instead of failing (PIL refuses such
-    // files), so check for the end-of-image marker after the last start-of-scan ourselves.
-    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        return Err(DataError::Decode {
-            path: path.to_path_buf(),
-            message: "truncated JPEG: no end-of-image marker after the last scan".into(),
-        });
-    }
-    #[cfg(feature = "turbojpeg")]
-    if reader.format() == Some(ImageFormat::Jpeg) {
-        return turbo::decode(bytes, path, channels);
-    }
     let image = reader.decode().map_err(|e| decode_error(path, e))?;
     Ok(to_channels(image, channels))
-}
-
-/// JPEG through libjpeg-turbo, as PIL decodes it (the `turbojpeg` feature): the default
-/// ISLOW IDCT and fancy upsampling give PIL's pixels exactly; greyscale is repeated into
-/// RGB, and CMYK (inverted when the file carries an Adobe marker, as PIL reads it) goes
-/// through PIL's `convert('RGB')` formula.
-#[cfg(feature = "turbojpeg")]
-mod turbo {
-    use std::path::Path;
-
-    use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
-
-    use super::{Image8, luma};
-    use crate::error::{DataError, Result};
-
-    /// Whether an APP14 "Adobe" segment precedes the first scan.
-    fn has_adobe_marker(bytes: &[u8]) -> bool {
-        let mut i = 2;
-        while i + 4 <= bytes.len() && bytes[i] == 0xFF {
-            let marker = bytes[i + 1];
-            if marker == 0xDA {
-                return false;
-            }
-            let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
-            if marker == 0xEE && bytes.get(i + 4..i + 9) == Some(b"Adobe".as_slice()) {
-                return true;
-            }
-            i += 2 + len;
-        }
-        false
-    }
-
-    /// PIL's `cmyk2rgb`: `nk = 255 − k`, each channel `nk − c·nk/255` (its rounded
-    /// `MULDIV255`).
-    fn cmyk_to_rgb(c: u8, k: u8) -> u8 {
-        let nk = 255 - i32::from(k);
-        let tmp = i32::from(c) * nk + 128;
-        (nk - (((tmp >> 8) + tmp) >> 8)).clamp(0, 255) as u8
-    }
-
-    pub(super) fn decode(bytes: &[u8], path: &Path, channels: u8) -> Result<Image8> {
-        let err = |e: turbojpeg::Error| DataError::Decode {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let mut decompressor = Decompressor::new().map_err(err)?;
-        let header = decompressor.read_header(bytes).map_err(err)?;
-        let format = match header.colorspace {
-            Colorspace::Gray => PixelFormat::GRAY,
-            Colorspace::CMYK | Colorspace::YCCK => PixelFormat::CMYK,
-            _ => PixelFormat::RGB,
-        };
-        let (w, h, n) = (header.width, header.height, format.size());
-        let mut pixels = vec![0u8; w * h * n];
-        decompressor
-            .decompress(
-                bytes,
-                Image {
-                    pixels: pixels.as_mut_slice(),
-                    width: w,
-                    pitch: w * n,
-                    height: h,
-                    format,
-                },
-            )
-            .map_err(err)?;
-        if format == PixelFormat::CMYK {
-            let invert = has_adobe_marker(bytes);
-            pixels = pixels
-                .chunks_exact(4)
-                .flat_map(|p| {
-                    let v = |x: u8| if invert { 255 - x } else { x };
-                    let k = v(p[3]);
-                    [0, 1, 2].map(|i| cmyk_to_rgb(v(p[i]), k))
-                })
-                .collect();
-        }
-        let grey = format == PixelFormat::GRAY;
-        let pixels = match (channels == 1, grey) {
-            (true, true) | (false, false) => pixels,
-            (true, false) => pixels.chunks_exact(3).map(luma).collect(),
-            (false, true) => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        };
-        Ok(Image8 {
-            width: w as u32,
-            height: h as u32,
-            channels: if channels == 1 { 1 } else { 3 },
-            pixels,
-        })
-    }
 }
 
 /// Largest image file read (a 100-megapixel PNG is well under it).

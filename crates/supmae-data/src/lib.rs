@@ -31,6 +31,8 @@ pub mod error;
 pub mod fashion_mnist;
 pub mod folder;
 pub mod imagenet;
+#[cfg(not(target_arch = "wasm32"))]
+mod jpeg;
 pub mod loader;
 pub mod resample;
 pub mod rng;

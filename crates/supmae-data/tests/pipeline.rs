@@ -107,16 +107,11 @@ fn bicubic_resize_is_pils_and_the_training_resize_is_close() {
     let pil_decoded = as_image8(pil_reference("astronaut_pil_decoded.png"));
     let ours_decoded = read_image(&photo_path("astronaut.jpg"), 3, DEFAULT_MAX_PIXELS).unwrap();
     let (max, mean) = diff(&ours_decoded.pixels, &pil_decoded.pixels);
-    if supmae_data::decode::JPEG_DECODER == "libjpeg-turbo" {
-        // libjpeg-turbo with PIL's settings: the same pixels.
-        assert_eq!(
-            max, 0,
-            "decode through libjpeg-turbo differs from PIL's (mean {mean})"
-        );
-    } else {
-        println!("JPEG decode (image-rs vs PIL/libjpeg-turbo): max abs diff {max}, mean {mean:.3}");
-        assert!(mean < 1.0 && max <= 16, "decode: max {max}, mean {mean}");
-    }
+    // libjpeg-turbo's decoder with PIL's settings: the same pixels.
+    assert_eq!(
+        max, 0,
+        "decode through libjpeg-turbo differs from PIL's (mean {mean})"
+    );
 
     let full = CropBox {
         top: 0,

@@ -2,12 +2,10 @@
 //! (`tools/data/pil_eval_reference.py`): JPEG (baseline, progressive, 4:4:4, greyscale,
 //! CMYK) and PNG (RGB, RGBA, palette), 24-120 px, aspect ratios from 1:3 to 3:1.
 //!
-//! With the `turbojpeg` feature of supmae-data (on in the workspace build: the `supmae`
-//! program enables it),
-//! every eval input equals torchvision's `Resize(int(size / 0.875), BICUBIC)` +
-//! `CenterCrop(size)` of `Image.open(f).convert('RGB')` to the grey level, and a random
-//! 1000-class ViT gives the same arg-max on both. Without it, PNGs are still exact and JPEGs
-//! differ by image-rs's decoder.
+//! Every eval input equals torchvision's `Resize(int(size / 0.875), BICUBIC)` +
+//! `CenterCrop(size)` of `Image.open(f).convert('RGB')` to the grey level (JPEGs decode
+//! through libjpeg-turbo's code, as PIL's do: `supmae_data::decode::JPEG_DECODER`), and a
+//! random 1000-class ViT gives the same arg-max on both. Nothing here skips.
 
 use std::path::{Path, PathBuf};
 
@@ -47,10 +45,6 @@ fn crops(files: &[PathBuf], size: u32, expected: &Path) -> (Vec<Vec<u8>>, Vec<Ve
     (ours, want.chunks_exact(per).map(<[u8]>::to_vec).collect())
 }
 
-fn exact_or_jpeg(name: &str) -> bool {
-    supmae_data::decode::JPEG_DECODER == "libjpeg-turbo" || !name.ends_with(".jpg")
-}
-
 #[test]
 fn eval_inputs_equal_torchvisions_to_the_grey_level() {
     let eval = dir().join("eval");
@@ -58,15 +52,14 @@ fn eval_inputs_equal_torchvisions_to_the_grey_level() {
     assert_eq!(list.len(), 100);
     let files: Vec<PathBuf> = list.iter().map(|n| eval.join(n)).collect();
     let (ours, want) = crops(&files, 32, &eval.join("expected_32.u8"));
+    assert_eq!(supmae_data::decode::JPEG_DECODER, "libjpeg-turbo");
     let mut worst = 0u8;
     for ((name, a), b) in list.iter().zip(&ours).zip(&want) {
         let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
-        if exact_or_jpeg(name) {
-            assert_eq!(
-                max, 0,
-                "{name}: eval input differs from torchvision's by {max} levels"
-            );
-        }
+        assert_eq!(
+            max, 0,
+            "{name}: eval input differs from torchvision's by {max} levels"
+        );
         worst = worst.max(max);
     }
     println!("largest difference over 100 images: {worst} grey levels");
@@ -75,9 +68,7 @@ fn eval_inputs_equal_torchvisions_to_the_grey_level() {
     let files: Vec<PathBuf> = list.iter().map(|n| photos.join(n)).collect();
     let (ours, want) = crops(&files, 112, &eval.join("expected_112.u8"));
     for ((name, a), b) in list.iter().zip(&ours).zip(&want) {
-        if exact_or_jpeg(name) {
-            assert!(a == b, "{name} at 112 px differs from torchvision's");
-        }
+        assert!(a == b, "{name} at 112 px differs from torchvision's");
     }
 }
 
@@ -133,8 +124,6 @@ fn a_random_1000_class_vit_gives_torchvisions_arg_max_on_100_images() {
         "the random ViT should not answer one class: {classes:?}"
     );
     for ((name, x), y) in list.iter().zip(&a).zip(&b) {
-        if exact_or_jpeg(name) {
-            assert_eq!(x, y, "{name}: arg-max {x}, torchvision's input gives {y}");
-        }
+        assert_eq!(x, y, "{name}: arg-max {x}, torchvision's input gives {y}");
     }
 }
