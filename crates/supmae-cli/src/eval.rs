@@ -35,8 +35,8 @@ pub struct Args {
     #[arg(long, value_name = "MODEL")]
     pub model: Option<String>,
     /// Robustness instead: evaluate on whichever of imagenet-c/, imagenet-a/, imagenet-r/,
-    /// imagenet-sketch/ ROOT holds (standard layouts, README) and print the paper's table
-    /// and score, then the report as one JSON line
+    /// imagenet-sketch/ ROOT holds (standard layouts, docs/guide.md) and print the paper's
+    /// table and score, then the report as one JSON line
     #[arg(long, value_name = "ROOT", conflicts_with = "data")]
     pub robustness: Option<PathBuf>,
     /// Images per batch

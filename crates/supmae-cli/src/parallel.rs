@@ -53,7 +53,8 @@ const TCP_FLAGS_REMOVED: &str = "--nodes/--node-rank/--master are gone: processe
     through MPI, which starts them and gives each its rank. Build supmae with the `mpi` \
     feature and run the same command under the launcher, without these flags, e.g. \
     `mpirun -np 2 supmae pretrain ...`, `mpirun -np 32 --hostfile hosts supmae pretrain ...` \
-    or `srun --mpi=pmix supmae pretrain ...` (README, \"Several processes and machines\")";
+    or `srun --mpi=pmix supmae pretrain ...` (docs/backends.md, \"Several processes and \
+    machines\")";
 
 /// Launcher variables that give the number of processes (Open MPI, PMI, MVAPICH).
 const WORLD_SIZE_VARS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"];

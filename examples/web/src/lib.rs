@@ -7,7 +7,7 @@
 //! the page stays responsive between them. Every call returns a `Promise`; the page makes one
 //! at a time (a second one while the first runs is refused as busy, never a panic).
 //!
-//! Build and serve with `scripts/web.sh serve` (README, "In the browser").
+//! Build and serve with `scripts/web.sh serve` (docs/web.md).
 
 #![warn(missing_docs)]
 
