@@ -24,6 +24,12 @@ publish = false
 [dependencies]
 supmae = { path = "$root/crates/supmae", features = [$features] }
 
+# Not used by the example: the std feature of bitflags, which the workspace's clap (through
+# rustix) turns on. With it the scratch crate resolves the wgpu stack's features as the
+# workspace does and reuses its build instead of compiling the whole stack again (6 minutes
+# of CI); the example itself still sees only supmae.
+bitflags = { version = "2", features = ["std"] }
+
 # Its own workspace, whatever folder it lands in.
 [workspace]
 TOML

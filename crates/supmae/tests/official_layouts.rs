@@ -1,9 +1,11 @@
-//! ViT-B-sized checkpoints of every official flavour, generated at test time by
-//! `tools/checkpoints/make_official_like.py` (random weights, official key names, shapes
-//! and save layouts). Skipped, with a message, where Python has no torch (CI checks the
-//! tiny committed fixtures in `inspect.rs`, `convert.rs` and `embed.rs`).
+//! Checkpoints of every official flavour (random weights, official key names, shapes and
+//! save layouts), written by `tools/checkpoints/make_official_like.py`:
+//! - tiny ones, committed in `tools/checkpoints/fixtures/official/` (`--tiny`), checked in
+//!   every test run;
+//! - ViT-B-sized ones (about 350 MB each), generated at test time by an ignored test that
+//!   needs python3 with torch: `cargo test --workspace --test official_layouts -- --ignored`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use supmae::burn::backend::Flex;
@@ -11,16 +13,45 @@ use supmae::convert;
 use supmae_model::checkpoint::StateDict;
 use supmae_model::{Flavour, inspect};
 
+/// The encoder's (width, depth, heads, patch, image size) and the decoder's (width, depth,
+/// heads) of the SupMAE and MAE-full files.
+struct Sizes {
+    encoder: (usize, usize, usize, usize, usize),
+    supmae_decoder: (usize, usize),
+    mae_decoder: (usize, usize),
+    decoder_heads: usize,
+}
+
 #[test]
+fn every_official_layout_at_tiny_size_committed() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/checkpoints/fixtures/official");
+    let scratch = std::env::temp_dir().join(format!("supmae-official-tiny-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    check_every_flavour(
+        &dir,
+        &scratch,
+        &Sizes {
+            encoder: (32, 1, 1, 8, 16),
+            supmae_decoder: (32, 1),
+            mae_decoder: (32, 2),
+            decoder_heads: 1,
+        },
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+#[ignore = "needs python3 with torch and 2.5 GB of disk: cargo test --test official_layouts -- --ignored"]
 fn every_official_flavour_at_vit_b_size() {
     let has_torch = Command::new("python3")
         .args(["-c", "import torch"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !has_torch {
-        eprintln!("skipped: python3 with torch is not installed (pip install torch)");
-        return;
-    }
+    assert!(
+        has_torch,
+        "this test needs python3 with torch (pip install torch)"
+    );
     let dir = std::env::temp_dir().join(format!("supmae-vitb-{}", std::process::id()));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tools/checkpoints/make_official_like.py");
@@ -34,23 +65,39 @@ fn every_official_flavour_at_vit_b_size() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    check_every_flavour(
+        &dir,
+        &dir,
+        &Sizes {
+            encoder: (768, 12, 12, 16, 224),
+            supmae_decoder: (512, 1),
+            mae_decoder: (512, 8),
+            decoder_heads: 16,
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every flavour is recognised with its sizes, and three of them round-trip through our
+/// native format and back to safetensors with identical keys and values.
+fn check_every_flavour(dir: &Path, scratch: &Path, sizes: &Sizes) {
     let cases = [
         (
             "supmae_pretrain_vit_base.pth",
             Flavour::SupMaePretrain {
                 branch: "projection_head".into(),
             },
-            Some((512, 1)),
+            Some(sizes.supmae_decoder),
         ),
         (
             "mae_pretrain_vit_base_full.pth",
             Flavour::MaeFull,
-            Some((512, 8)),
+            Some(sizes.mae_decoder),
         ),
         (
             "mae_visualize_vit_base.pth",
             Flavour::MaeFull,
-            Some((512, 8)),
+            Some(sizes.mae_decoder),
         ),
         ("mae_pretrain_vit_base.pth", Flavour::MaeEncoder, None),
         (
@@ -77,15 +124,15 @@ fn every_official_flavour_at_vit_b_size() {
                 info.patch_size,
                 info.img_size
             ),
-            (768, 12, 12, 16, 224),
+            sizes.encoder,
             "{file}"
         );
         assert_eq!(info.decoder.map(|(d, b, _)| (d, b)), decoder, "{file}");
         if decoder.is_some() {
             assert_eq!(
                 info.decoder.unwrap().2,
-                16,
-                "official decoders have 16 heads"
+                sizes.decoder_heads,
+                "official decoders have 32-wide heads"
             );
         }
     }
@@ -95,8 +142,8 @@ fn every_official_flavour_at_vit_b_size() {
         "supmae_vitb_ft_100e.pth",
         "mae_linprobe_vit_base.pth",
     ] {
-        let native = dir.join("native.ckpt");
-        let back = dir.join("back.safetensors");
+        let native = scratch.join("native.ckpt");
+        let back = scratch.join("back.safetensors");
         convert::<Flex>(&dir.join(file), &native, &Default::default()).unwrap();
         convert::<Flex>(&native, &back, &Default::default()).unwrap();
         let a = StateDict::from_file(dir.join(file)).unwrap();
@@ -115,5 +162,4 @@ fn every_official_flavour_at_vit_b_size() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
