@@ -9,10 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 copies=${1:-5}
 rounds=${2:-10}
-# supmae-train's test binaries, built as `cargo test --workspace` builds them (one feature
-# set; the program has a `distributed` test binary too, which is not one of these).
+# supmae-train's learner test binary (tests/learners: pretrain, finetune and the data-parallel
+# ones, as modules), built as `cargo test --workspace` builds it (one feature set).
 mapfile -t bins < <(cargo test --workspace --locked --no-run --message-format=json \
-    --test pretrain --test finetune --test distributed --test distributed_classifiers 2>/dev/null |
+    --test learners 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -21,7 +21,11 @@ for line in sys.stdin:
             and m["target"]["kind"] == ["test"] and "supmae-train" in m["package_id"]):
         print(m["executable"])
 ')
-[ "${#bins[@]}" -eq 4 ] || { echo "expected 4 test binaries, found ${#bins[@]}" >&2; exit 1; }
+[ "${#bins[@]}" -eq 1 ] || { echo "expected 1 test binary, found ${#bins[@]}" >&2; exit 1; }
+# Every resume test in it: pretrain::, finetune:: (both learners), distributed::,
+# distributed_classifiers:: (they share one collective lock).
+[ "$("${bins[0]}" resum --list 2>/dev/null | grep -c ': test$')" -ge 5 ] \
+    || { echo "fewer than 5 resume tests in ${bins[0]}" >&2; exit 1; }
 unset RUST_TEST_THREADS
 logs=$(mktemp -d)
 passed=0

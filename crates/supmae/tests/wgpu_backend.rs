@@ -46,7 +46,7 @@ fn wgpu_available() -> bool {
 type Gpu = Autodiff<Wgpu>;
 type Cpu = Autodiff<Flex>;
 
-#[path = "../../supmae-train/tests/common/trajectory.rs"]
+#[path = "../../supmae-train/tests/learners/common/trajectory.rs"]
 mod trajectory;
 // The program's benchmark step and fixture check (program code, not library API).
 #[allow(dead_code)]
@@ -236,7 +236,7 @@ fn fused_cpu_kernels_equal_the_generic_ops_on_wgpu() {
     }
 }
 
-/// The three learner trajectories of `supmae-train/tests/trajectory.rs` on wgpu, at the
+/// The three learner trajectories of `supmae-train/tests/learners/trajectory.rs` on wgpu, at the
 /// same tolerances as on the CPU (the issue's: 1e-6 after steps 1-2, 1e-5 after 20, lr 1e-9,
 /// losses 1e-5). GPU kernels reduce in other orders (tiled matmuls, tree reductions), but
 /// over 20 steps the distances to PyTorch measured on lavapipe are those of the CPU backend:

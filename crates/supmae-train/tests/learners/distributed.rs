@@ -5,8 +5,6 @@
 
 #![cfg(feature = "distributed")]
 
-mod common;
-
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
@@ -17,13 +15,9 @@ use supmae_model::{ClsHeadConfig, MaeConfig};
 use supmae_train::run_dir::LOG_FILE;
 use supmae_train::{DataSpec, DistributedConfig, Peer, PretrainConfig, Pretrainer, TrainError};
 
-use common::{scratch, small_fashion};
+use crate::common::{ONE_RUN, scratch, small_fashion};
 
 type B = Autodiff<Flex>;
-
-/// The collective's local server is per process and backend: one run at a time (a run's
-/// peers leave when their trainers are dropped).
-static ONE_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn config(dir: &Path, supmae: bool, batch: usize, accum: usize, peers: usize) -> PretrainConfig {
     let model = MaeConfig::new()

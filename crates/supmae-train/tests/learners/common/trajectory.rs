@@ -6,7 +6,7 @@
 //! fed those batches and draws through their real `train_batch`, and the parameters after
 //! optimizer steps 1, 2, 5 and 20 and the lr of every step are compared with the fixture's.
 //!
-//! Shared by `crates/supmae-train/tests/trajectory.rs` (Flex) and the wgpu test of the
+//! Shared by `crates/supmae-train/tests/learners/trajectory.rs` (Flex) and the wgpu test of the
 //! `supmae` crate (lavapipe).
 
 #![allow(clippy::needless_range_loop)]

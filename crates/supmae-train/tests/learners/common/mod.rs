@@ -28,3 +28,9 @@ pub fn small_fashion(dir: &Path, n: usize, split: Split) -> AnySource {
     AnySource::FashionMnist(FashionMnist::from_dir(dir, split).unwrap())
 }
 pub mod trajectory;
+
+/// The collective's local server is per process and backend: one data-parallel run at a
+/// time in this binary (a run's peers leave when their trainers are dropped). Shared by the
+/// `distributed` and `distributed_classifiers` modules, whose tests may run on parallel
+/// threads.
+pub static ONE_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1,8 +1,6 @@
 //! The pre-training learner at tiny size: schedule, weight-decay groups, resume equivalence,
 //! atomic checkpoints and the NaN guard.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +17,7 @@ use supmae_train::{
     DataSpec, ParamGroups, PretrainConfig, Pretrainer, TrainError, warmup_cosine_lr,
 };
 
-use common::{scratch, small_fashion};
+use crate::common::{scratch, small_fashion};
 
 type B = Autodiff<Flex>;
 

@@ -1,8 +1,6 @@
 //! Fine-tuning, linear probing and evaluation at tiny size, from a pre-training checkpoint
 //! written by the pre-training learner.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -20,7 +18,7 @@ use supmae_train::{
     LinprobeConfig, PretrainConfig, Pretrainer, TrainError, load_classifier,
 };
 
-use common::{scratch, small_fashion};
+use crate::common::{scratch, small_fashion};
 
 type B = Autodiff<Flex>;
 

@@ -2,8 +2,6 @@
 //! `checkpoint.ckpt` (the last epoch) and `best.ckpt` (the best validation top-1, or the
 //! last epoch without evaluation), and the same early stop.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +17,7 @@ use supmae_train::{
     Pretrainer,
 };
 
-use common::{scratch, small_fashion};
+use crate::common::{scratch, small_fashion};
 
 type B = Autodiff<Flex>;
 

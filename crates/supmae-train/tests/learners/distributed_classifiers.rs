@@ -4,8 +4,6 @@
 
 #![cfg(feature = "distributed")]
 
-mod common;
-
 use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
@@ -20,13 +18,10 @@ use supmae_train::{
     Peer,
 };
 
-use common::{scratch, small_fashion};
+use crate::common::{ONE_RUN, scratch, small_fashion};
 
 type B = Autodiff<Flex>;
 type State = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-/// The collective's local server is per process and backend: one run at a time.
-static ONE_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn tiny_vit(global_pool: bool) -> VitConfig {
     VitConfig::new()
