@@ -7,6 +7,19 @@ use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits};
 
 use crate::error::{DataError, Result, io};
 
+/// A crop rectangle in pixels (torchvision's `i, j, h, w`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    /// First row (`i`).
+    pub top: u32,
+    /// First column (`j`).
+    pub left: u32,
+    /// Rows (`h`).
+    pub height: u32,
+    /// Columns (`w`).
+    pub width: u32,
+}
+
 /// Default cap on decoded pixels (width × height): 100 megapixels, ~300 MB as RGB8.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
@@ -60,6 +73,22 @@ pub struct Image8 {
 /// `convert('RGB')` does), 16-bit samples are scaled to 8 bits. Images whose declared size
 /// exceeds `max_pixels` are rejected before any pixel memory is allocated.
 pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) -> Result<Image8> {
+    decode_image_part(bytes, path, channels, max_pixels, &mut |_, _| Ok(None))
+        .map(|(image, _)| image)
+}
+
+/// [`decode_image`] for a caller that needs only part of the image: `pick` gets the image's
+/// width and height (after the size checks, before any pixel is decoded) and returns the
+/// box it will use, or `None` for all of it. Returns the pixels and the picked box in their
+/// coordinates. A JPEG is then decoded only in that box and a margin around it (its
+/// pixels are the full decode's, `tests/jpeg_pillow.rs`); other formats decode whole.
+pub fn decode_image_part(
+    bytes: &[u8],
+    path: &Path,
+    channels: u8,
+    max_pixels: u64,
+    pick: &mut dyn FnMut(u32, u32) -> Result<Option<CropBox>>,
+) -> Result<(Image8, Option<CropBox>)> {
     if bytes.is_empty() {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
@@ -87,18 +116,19 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
     }
     #[cfg(not(target_arch = "wasm32"))]
     if format == Some(ImageFormat::Jpeg) {
-        let d = crate::jpeg::decode(bytes, path, channels, max_pixels, max_decoded_bytes())?;
+        let d = crate::jpeg::decode(bytes, path, channels, max_pixels, max_decoded_bytes(), pick)?;
         let pixels = match (channels == 1, d.channels == 1) {
             (true, true) | (false, false) => d.pixels,
             (true, false) => d.pixels.chunks_exact(3).map(luma).collect(),
             (false, true) => d.pixels.iter().flat_map(|&v| [v, v, v]).collect(),
         };
-        return Ok(Image8 {
+        let image = Image8 {
             width: d.width,
             height: d.height,
             channels: if channels == 1 { 1 } else { 3 },
             pixels,
-        });
+        };
+        return Ok((image, d.crop));
     }
     let (width, height) = reader()?
         .into_dimensions()
@@ -148,8 +178,16 @@ pub fn decode_image(bytes: &[u8], path: &Path, channels: u8, max_pixels: u64) ->
     }
     let mut reader = reader()?;
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| decode_error(path, e))?;
-    Ok(to_channels(image, channels))
+    let image = to_channels(
+        reader.decode().map_err(|e| decode_error(path, e))?,
+        channels,
+    );
+    let picked = if width == 0 || height == 0 {
+        None
+    } else {
+        pick(width, height)?
+    };
+    Ok((image, picked))
 }
 
 /// Largest image file read (a 100-megapixel PNG is well under it).
@@ -161,6 +199,17 @@ pub const MAX_IMAGE_BYTES: u64 = 512 << 20;
 /// [`MAX_IMAGE_BYTES`]; decoding goes by content, with the pixel cap and the truncation
 /// check of [`decode_image`].
 pub fn read_image(path: &Path, channels: u8, max_pixels: u64) -> Result<Image8> {
+    read_image_part(path, channels, max_pixels, &mut |_, _| Ok(None)).map(|(image, _)| image)
+}
+
+/// [`read_image`] for a caller that needs only part of the image (see
+/// [`decode_image_part`]).
+pub fn read_image_part(
+    path: &Path,
+    channels: u8,
+    max_pixels: u64,
+    pick: &mut dyn FnMut(u32, u32) -> Result<Option<CropBox>>,
+) -> Result<(Image8, Option<CropBox>)> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
@@ -184,7 +233,7 @@ pub fn read_image(path: &Path, channels: u8, max_pixels: u64) -> Result<Image8> 
     file.take(MAX_IMAGE_BYTES)
         .read_to_end(&mut bytes)
         .map_err(io(path))?;
-    decode_image(&bytes, path, channels, max_pixels)
+    decode_image_part(&bytes, path, channels, max_pixels, pick)
 }
 
 /// Whether a JPEG stream has an end-of-image marker (`FF D9`) after its last start-of-scan

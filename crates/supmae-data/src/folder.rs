@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::decode::{DEFAULT_MAX_PIXELS, Image8, read_image};
+use crate::decode::{CropBox, DEFAULT_MAX_PIXELS, Image8, read_image, read_image_part};
 use crate::error::{DataError, Result, io};
 use crate::imagenet::IMAGENET_1K;
 use crate::source::ImageSource;
@@ -311,6 +311,15 @@ impl ImageSource for FolderDataset {
 
     fn load(&self, index: usize, channels: u8) -> Result<Image8> {
         read_image(&self.samples[index].0, channels, self.max_pixels)
+    }
+
+    fn load_part(
+        &self,
+        index: usize,
+        channels: u8,
+        pick: &mut dyn FnMut(u32, u32) -> Result<Option<CropBox>>,
+    ) -> Result<(Image8, Option<CropBox>)> {
+        read_image_part(&self.samples[index].0, channels, self.max_pixels, pick)
     }
 
     fn describe(&self, index: usize) -> String {

@@ -42,8 +42,8 @@ pub mod transform;
 pub use augment::{AugmentOp, ErasingMode, RandAugment, RandomErasing};
 pub use check::{CheckReport, check_dataset};
 pub use decode::{
-    DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, Image8, decode_image, max_decoded_bytes,
-    read_image, set_max_decoded_bytes,
+    DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS, Image8, decode_image, decode_image_part,
+    max_decoded_bytes, read_image, read_image_part, set_max_decoded_bytes,
 };
 pub use error::{DataError, Result};
 pub use fashion_mnist::FashionMnist;

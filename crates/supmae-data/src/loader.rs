@@ -375,8 +375,8 @@ impl<S: ImageSource> Producer<S> {
     }
 
     fn load_one(&self, index: usize, out: &mut [f32]) -> Result<()> {
-        let image = self.source.load(index, self.transform.channels)?;
         let mut rng = SampleRng::for_sample(self.config.seed, self.epoch, index as u64);
-        self.transform.apply(&image, &mut rng, out)
+        self.transform
+            .load_and_apply(&*self.source, index, &mut rng, out)
     }
 }

@@ -1,6 +1,6 @@
 //! The dataset abstraction the loader reads from.
 
-use crate::decode::Image8;
+use crate::decode::{CropBox, Image8};
 use crate::error::Result;
 
 /// A labelled image dataset: folder trees, ImageNet layouts or in-memory Fashion-MNIST.
@@ -20,6 +20,27 @@ pub trait ImageSource: Send + Sync {
     /// source can convert (greyscale in-memory sources return 1 channel and the transform
     /// replicates it).
     fn load(&self, index: usize, channels: u8) -> Result<Image8>;
+
+    /// [`load`](Self::load) for a transform that uses only part of the image (a
+    /// `RandomResizedCrop`): `pick` gets the image's width and height and returns the box it
+    /// will use (`None`: all of it). Returns the pixels and that box in their coordinates. A
+    /// source may decode only the box and a margin around it: [`crate::FolderDataset`] does
+    /// for JPEG files, with the same pixels there as a full decode. By default the whole
+    /// image is loaded.
+    fn load_part(
+        &self,
+        index: usize,
+        channels: u8,
+        pick: &mut dyn FnMut(u32, u32) -> Result<Option<CropBox>>,
+    ) -> Result<(Image8, Option<CropBox>)> {
+        let image = self.load(index, channels)?;
+        let picked = if image.width == 0 || image.height == 0 {
+            None
+        } else {
+            pick(image.width, image.height)?
+        };
+        Ok((image, picked))
+    }
 
     /// A human-readable name of sample `index` (a file path, or `fashion-mnist train #12`).
     fn describe(&self, index: usize) -> String;
@@ -62,6 +83,18 @@ impl ImageSource for AnySource {
         match self {
             Self::Folder(d) => d.load(index, channels),
             Self::FashionMnist(d) => d.load(index, channels),
+        }
+    }
+
+    fn load_part(
+        &self,
+        index: usize,
+        channels: u8,
+        pick: &mut dyn FnMut(u32, u32) -> Result<Option<CropBox>>,
+    ) -> Result<(Image8, Option<CropBox>)> {
+        match self {
+            Self::Folder(d) => d.load_part(index, channels, pick),
+            Self::FashionMnist(d) => d.load_part(index, channels, pick),
         }
     }
 

@@ -15,24 +15,13 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::augment::{RandAugment, RandomErasing};
+pub use crate::decode::CropBox;
 use crate::decode::{Image8, luma};
 use crate::error::{DataError, Result};
 use crate::resample::pil_bicubic_resize;
 use crate::rng::SampleRng;
+use crate::source::ImageSource;
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
-
-/// A crop rectangle in pixels (torchvision's `i, j, h, w`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CropBox {
-    /// First row (`i`).
-    pub top: u32,
-    /// First column (`j`).
-    pub left: u32,
-    /// Rows (`h`).
-    pub height: u32,
-    /// Columns (`w`).
-    pub width: u32,
-}
 
 /// Python's `int(round(x))` for non-negative `x`: round half to even.
 fn py_round(x: f64) -> i64 {
@@ -422,7 +411,58 @@ impl Transform {
 
     /// Applies the whole transform, writing `[C, size, size]` normalised floats into `out`.
     pub fn apply(&self, image: &Image8, rng: &mut SampleRng, out: &mut [f32]) -> Result<()> {
-        let (mut img, mut flip) = self.geometry(image, rng)?;
+        let (img, flip) = self.geometry(image, rng)?;
+        self.finish(img, flip, rng, out)
+    }
+
+    /// Loads sample `index` of `source` and applies the transform (the same draws and
+    /// output as [`apply`](Self::apply) on the loaded image). For a `RandomResizedCrop` the
+    /// box is drawn from the image's size first, so that the source may decode only that
+    /// part ([`ImageSource::load_part`]).
+    pub fn load_and_apply<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        index: usize,
+        rng: &mut SampleRng,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (scale, ratio, once) = match self.geometry {
+            Geometry::RandomResizedCrop { scale, ratio } => (scale, ratio, false),
+            Geometry::RandomResizedCropOnce { scale, ratio } => (scale, ratio, true),
+            _ => {
+                let image = source.load(index, self.channels)?;
+                return self.apply(&image, rng, out);
+            }
+        };
+        let (image, picked) = source.load_part(index, self.channels, &mut |w, h| {
+            Ok(Some(if once {
+                random_resized_crop_once(w, h, scale, ratio, rng)
+            } else {
+                random_resized_crop_box(w, h, scale, ratio, rng)
+            }))
+        })?;
+        let Some(crop) = picked else {
+            return Err(DataError::InvalidConfig {
+                field: "image",
+                reason: "has zero width or height".into(),
+            });
+        };
+        let size = self.size;
+        let img = resized_crop(&image, crop, size, size)?;
+        // torchvision draws the flip after the crop: `torch.rand(1) < p`.
+        let flip = self.hflip > 0.0 && rng.uniform() < self.hflip;
+        self.finish(img, flip, rng, out)
+    }
+
+    /// What follows the geometry: RandAugment, the flip, `ToTensor` + `Normalize` and
+    /// RandomErasing.
+    fn finish(
+        &self,
+        mut img: Image8,
+        mut flip: bool,
+        rng: &mut SampleRng,
+        out: &mut [f32],
+    ) -> Result<()> {
         if let Some(ra) = &self.rand_augment {
             // timm's order: crop, flip, RandAugment.
             if flip {
@@ -452,17 +492,27 @@ impl Transform {
         for c in 0..usize::from(self.channels) {
             let scale = 1.0 / (255.0 * self.std[c]);
             let bias = -self.mean[c] / self.std[c];
+            // Every byte's normalised value, computed as `v · scale + bias` in f32 once.
+            let table: [f32; 256] = std::array::from_fn(|v| f32::from(v as u8) * scale + bias);
             let dst = &mut out[c * plane..(c + 1) * plane];
-            for y in 0..s {
-                for x in 0..s {
-                    let sx = if flip { s - 1 - x } else { x };
-                    let p = &img.pixels[(y * s + sx) * src_c..(y * s + sx + 1) * src_c];
-                    let v = match (src_c, self.channels) {
-                        (1, _) => p[0],
-                        (3, 1) => luma(p),
-                        _ => p[c],
-                    };
-                    dst[y * s + x] = f32::from(v) * scale + bias;
+            for (row, src) in dst
+                .chunks_exact_mut(s)
+                .zip(img.pixels.chunks_exact(s * src_c))
+            {
+                let pixels = src.chunks_exact(src_c);
+                let value = |p: &[u8]| match (src_c, self.channels) {
+                    (1, _) => table[usize::from(p[0])],
+                    (3, 1) => table[usize::from(luma(p))],
+                    _ => table[usize::from(p[c])],
+                };
+                if flip {
+                    for (d, p) in row.iter_mut().rev().zip(pixels) {
+                        *d = value(p);
+                    }
+                } else {
+                    for (d, p) in row.iter_mut().zip(pixels) {
+                        *d = value(p);
+                    }
                 }
             }
         }

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use supmae_data::{DEFAULT_MAX_PIXELS, DataError, decode_image, read_image};
+use supmae_data::{
+    CropBox, DEFAULT_MAX_PIXELS, DataError, decode_image, read_image, read_image_part,
+};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg")
@@ -169,4 +171,111 @@ fn fatal_libjpeg_errors_are_typed_errors_not_aborts() {
     assert!(matches!(err, DataError::Decode { .. }), "{err:?}");
     // And a good file still decodes after them.
     assert!(decode_image(&base, path, 3, DEFAULT_MAX_PIXELS).is_ok());
+}
+
+/// The part of `image` in `crop`.
+fn cut(image: &supmae_data::Image8, crop: CropBox) -> Vec<u8> {
+    let c = usize::from(image.channels);
+    let row = image.width as usize * c;
+    (crop.top..crop.top + crop.height)
+        .flat_map(|y| {
+            let start = y as usize * row + crop.left as usize * c;
+            image.pixels[start..start + crop.width as usize * c].to_vec()
+        })
+        .collect()
+}
+
+/// Decoding only a box (what a `RandomResizedCrop` uses: `jpeg_crop_scanline` and
+/// `jpeg_skip_scanlines` with a margin) gives the full decode's pixels in that box, for every
+/// variant Pillow decodes and the test photos, in RGB and greyscale, for boxes at every edge
+/// and corner, one pixel, whole rows and columns, and random ones.
+#[test]
+fn a_decoded_box_has_the_full_decodes_pixels() {
+    let mut paths: Vec<PathBuf> = manifest()
+        .iter()
+        .filter(|e| e["expect"].as_str() == Some("pixels"))
+        .map(|e| dir().join(format!("{}.jpg", e["name"].as_str().unwrap())))
+        .collect();
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos");
+    for name in ["astronaut", "chelsea", "coffee", "rocket"] {
+        paths.push(photos.join(format!("{name}.jpg")));
+    }
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: u32| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) % u64::from(n.max(1))) as u32
+    };
+    let mut checked = 0;
+    for path in &paths {
+        for channels in [3u8, 1] {
+            let full = read_image(path, channels, DEFAULT_MAX_PIXELS).unwrap();
+            let (w, h) = (full.width, full.height);
+            let mut boxes = vec![
+                CropBox {
+                    left: 0,
+                    top: 0,
+                    width: w,
+                    height: h,
+                },
+                CropBox {
+                    left: 0,
+                    top: 0,
+                    width: 1,
+                    height: 1,
+                },
+                CropBox {
+                    left: w - 1,
+                    top: h - 1,
+                    width: 1,
+                    height: 1,
+                },
+                CropBox {
+                    left: 0,
+                    top: h / 2,
+                    width: w,
+                    height: h - h / 2,
+                },
+                CropBox {
+                    left: w / 3,
+                    top: 0,
+                    width: w - w / 3,
+                    height: h / 3 + 1,
+                },
+                CropBox {
+                    left: w / 2,
+                    top: h / 2,
+                    width: (w / 4).max(1),
+                    height: (h / 4).max(1),
+                },
+            ];
+            for _ in 0..8 {
+                let (cw, ch) = (1 + next(w), 1 + next(h));
+                boxes.push(CropBox {
+                    left: next(w - cw + 1),
+                    top: next(h - ch + 1),
+                    width: cw,
+                    height: ch,
+                });
+            }
+            for want in boxes {
+                let (part, got) =
+                    read_image_part(path, channels, DEFAULT_MAX_PIXELS, &mut |pw, ph| {
+                        assert_eq!((pw, ph), (w, h));
+                        Ok(Some(want))
+                    })
+                    .unwrap();
+                let got = got.unwrap();
+                assert_eq!((got.width, got.height), (want.width, want.height));
+                assert!(
+                    cut(&part, got) == cut(&full, want),
+                    "{}, {channels} channels, box {want:?}: pixels differ from the full decode",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 500, "{checked} boxes");
 }

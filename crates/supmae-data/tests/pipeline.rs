@@ -290,6 +290,49 @@ fn same_seed_same_batches_whatever_the_thread_count() {
     assert_eq!(labels.dims(), [3]);
 }
 
+/// The loader's path (the crop box drawn from the image's size, then only that part of a
+/// JPEG decoded) gives the same tensors as the transform on the fully decoded image, for
+/// both crop geometries, RandAugment and RandomErasing included.
+#[test]
+fn decoding_only_the_crop_changes_no_output() {
+    let root = scratch("part-decode");
+    let ds = photo_dataset(&root);
+    let mut once = Transform::pretrain(48);
+    once.geometry = Geometry::RandomResizedCropOnce {
+        scale: (0.08, 1.0),
+        ratio: (3.0 / 4.0, 4.0 / 3.0),
+    };
+    for transform in [Transform::pretrain(48), Transform::finetune(48), once] {
+        for index in 0..ds.len() {
+            for sample in 0..6u64 {
+                let mut a = vec![0f32; transform.output_len()];
+                let mut b = a.clone();
+                let image = ds.load(index, transform.channels).unwrap();
+                transform
+                    .apply(
+                        &image,
+                        &mut SampleRng::for_sample(3, sample, index as u64),
+                        &mut a,
+                    )
+                    .unwrap();
+                transform
+                    .load_and_apply(
+                        &ds,
+                        index,
+                        &mut SampleRng::for_sample(3, sample, index as u64),
+                        &mut b,
+                    )
+                    .unwrap();
+                assert!(
+                    a == b,
+                    "{:?}, sample {index}, draw {sample}",
+                    transform.geometry
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_loader_fails_on_a_bad_file_or_skips_and_reports_it() {
     let root = scratch("loader-bad");

@@ -185,4 +185,27 @@ fn fuzz_image_headers() {
         });
         eprintln!("image headers (salt {salt}): {runs} mutants");
     }
+    // Whole JPEGs, mutated anywhere (entropy-coded data included), decoded as the training
+    // loader decodes them: only a RandomResizedCrop box, with libjpeg's row skipping and
+    // column cropping.
+    let train = supmae_data::Transform::pretrain(32);
+    let mut rng = supmae_data::SampleRng::new(1);
+    let runs = fuzz(&jpeg, 7, |bytes| {
+        let part = supmae_data::decode_image_part(bytes, path, 3, 1 << 22, &mut |w, h| {
+            Ok(Some(supmae_data::transform::random_resized_crop_box(
+                w,
+                h,
+                (0.08, 1.0),
+                (3.0 / 4.0, 4.0 / 3.0),
+                &mut rng,
+            )))
+        });
+        if let Ok((img, Some(crop))) = part {
+            assert!(crop.left + crop.width <= img.width && crop.top + crop.height <= img.height);
+            let mut out = vec![0.0; train.output_len()];
+            let resized = supmae_data::transform::resized_crop(&img, crop, 32, 32).unwrap();
+            train.write_normalized(&resized, false, &mut out);
+        }
+    });
+    eprintln!("whole JPEGs, crop decoding: {runs} mutants");
 }
