@@ -5,20 +5,9 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits};
 
+pub use crate::crop::CropBox;
+use crate::crop::check_box;
 use crate::error::{DataError, Result, io};
-
-/// A crop rectangle in pixels (torchvision's `i, j, h, w`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CropBox {
-    /// First row (`i`).
-    pub top: u32,
-    /// First column (`j`).
-    pub left: u32,
-    /// Rows (`h`).
-    pub height: u32,
-    /// Columns (`w`).
-    pub width: u32,
-}
 
 /// Default cap on decoded pixels (width × height): 100 megapixels, ~300 MB as RGB8.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -187,6 +176,9 @@ pub fn decode_image_part(
     } else {
         pick(width, height)?
     };
+    if let Some(b) = picked {
+        check_box(b, width, height)?;
+    }
     Ok((image, picked))
 }
 

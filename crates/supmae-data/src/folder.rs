@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::decode::{CropBox, DEFAULT_MAX_PIXELS, Image8, read_image, read_image_part};
+use crate::crop::CropBox;
+use crate::decode::{DEFAULT_MAX_PIXELS, Image8, read_image, read_image_part};
 use crate::error::{DataError, Result, io};
 use crate::imagenet::IMAGENET_1K;
 use crate::source::ImageSource;

@@ -30,7 +30,7 @@ use std::marker::PhantomData;
 
 use mozjpeg_sys as ffi;
 
-use crate::decode::CropBox;
+use crate::crop::{CropBox, check_box};
 use crate::error::{DataError, Result};
 
 /// Decoded samples, before any conversion to the caller's channel count.
@@ -187,6 +187,9 @@ fn decode_checked(
     } else {
         pick(w32, h32)?
     };
+    if let Some(b) = picked {
+        check_box(b, w32, h32)?;
+    }
     // The decoded window: the picked box and a margin, clamped to the image.
     let (left, top, right, bottom) = match picked {
         Some(b) => (
@@ -354,8 +357,11 @@ impl<'a> Session<'a> {
     fn skip_rows(&mut self, rows: u32) {
         if rows > 0 {
             // SAFETY: a started decompressor with a memory source (not a suspending one).
-            unsafe {
-                ffi::jpeg_skip_scanlines(&mut self.cinfo, rows);
+            let skipped = unsafe { ffi::jpeg_skip_scanlines(&mut self.cinfo, rows) };
+            if skipped != rows {
+                std::panic::resume_unwind(Box::new(format!(
+                    "libjpeg skipped {skipped} of {rows} rows"
+                )));
             }
         }
     }

@@ -26,6 +26,7 @@
 
 pub mod augment;
 pub mod check;
+mod crop;
 pub mod decode;
 pub mod error;
 pub mod fashion_mnist;

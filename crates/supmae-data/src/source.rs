@@ -1,6 +1,7 @@
 //! The dataset abstraction the loader reads from.
 
-use crate::decode::{CropBox, Image8};
+use crate::crop::CropBox;
+use crate::decode::Image8;
 use crate::error::Result;
 
 /// A labelled image dataset: folder trees, ImageNet layouts or in-memory Fashion-MNIST.

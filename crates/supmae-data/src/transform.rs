@@ -15,7 +15,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::augment::{RandAugment, RandomErasing};
-pub use crate::decode::CropBox;
+pub use crate::crop::CropBox;
 use crate::decode::{Image8, luma};
 use crate::error::{DataError, Result};
 use crate::resample::pil_bicubic_resize;
@@ -415,10 +415,9 @@ impl Transform {
         self.finish(img, flip, rng, out)
     }
 
-    /// Loads sample `index` of `source` and applies the transform (the same draws and
-    /// output as [`apply`](Self::apply) on the loaded image). For a `RandomResizedCrop` the
-    /// box is drawn from the image's size first, so that the source may decode only that
-    /// part ([`ImageSource::load_part`]).
+    /// Loads sample `index` of `source` and applies the transform, with the draws and output
+    /// of [`apply`](Self::apply); a `RandomResizedCrop` box is drawn from the image's size
+    /// first, so that the source may decode only that part ([`ImageSource::load_part`]).
     pub fn load_and_apply<S: ImageSource + ?Sized>(
         &self,
         source: &S,

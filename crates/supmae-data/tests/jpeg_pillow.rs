@@ -279,3 +279,45 @@ fn a_decoded_box_has_the_full_decodes_pixels() {
     }
     assert!(checked >= 500, "{checked} boxes");
 }
+
+/// A box that is empty or reaches outside the image is a typed error, not a panic or a
+/// read outside the decoded rows.
+#[test]
+fn a_box_outside_the_image_is_an_error() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/photos/chelsea.jpg");
+    let full = read_image(&path, 3, DEFAULT_MAX_PIXELS).unwrap();
+    let (w, h) = (full.width, full.height);
+    for bad in [
+        CropBox {
+            left: w,
+            top: 0,
+            width: 1,
+            height: 1,
+        },
+        CropBox {
+            left: 0,
+            top: h - 1,
+            width: 1,
+            height: 2,
+        },
+        CropBox {
+            left: 1,
+            top: 1,
+            width: 0,
+            height: 5,
+        },
+        CropBox {
+            left: u32::MAX,
+            top: 0,
+            width: 2,
+            height: 1,
+        },
+    ] {
+        let got = read_image_part(&path, 3, DEFAULT_MAX_PIXELS, &mut |_, _| Ok(Some(bad)));
+        assert!(
+            matches!(got, Err(DataError::InvalidConfig { field: "crop", .. })),
+            "{bad:?}: {:?}",
+            got.map(|(_, b)| b)
+        );
+    }
+}
