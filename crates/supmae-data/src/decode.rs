@@ -6,7 +6,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits};
 
 pub use crate::crop::CropBox;
-use crate::crop::check_box;
+use crate::crop::pick_box;
 use crate::error::{DataError, Result, io};
 
 /// Default cap on decoded pixels (width × height): 100 megapixels, ~300 MB as RGB8.
@@ -171,14 +171,7 @@ pub fn decode_image_part(
         reader.decode().map_err(|e| decode_error(path, e))?,
         channels,
     );
-    let picked = if width == 0 || height == 0 {
-        None
-    } else {
-        pick(width, height)?
-    };
-    if let Some(b) = picked {
-        check_box(b, width, height)?;
-    }
+    let picked = pick_box(pick, width, height)?;
     Ok((image, picked))
 }
 

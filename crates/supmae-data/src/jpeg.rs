@@ -30,7 +30,7 @@ use std::marker::PhantomData;
 
 use mozjpeg_sys as ffi;
 
-use crate::crop::{CropBox, check_box};
+use crate::crop::{CropBox, pick_box};
 use crate::error::{DataError, Result};
 
 /// Decoded samples, before any conversion to the caller's channel count.
@@ -182,14 +182,7 @@ fn decode_checked(
             max_mb: mb(max_bytes),
         });
     }
-    let picked = if w32 == 0 || h32 == 0 {
-        None
-    } else {
-        pick(w32, h32)?
-    };
-    if let Some(b) = picked {
-        check_box(b, w32, h32)?;
-    }
+    let picked = pick_box(pick, w32, h32)?;
     // The decoded window: the picked box and a margin, clamped to the image.
     let (left, top, right, bottom) = match picked {
         Some(b) => (

@@ -35,11 +35,7 @@ pub trait ImageSource: Send + Sync {
         pick: &mut dyn FnMut(u32, u32) -> Result<Option<CropBox>>,
     ) -> Result<(Image8, Option<CropBox>)> {
         let image = self.load(index, channels)?;
-        let picked = if image.width == 0 || image.height == 0 {
-            None
-        } else {
-            pick(image.width, image.height)?
-        };
+        let picked = crate::crop::pick_box(pick, image.width, image.height)?;
         Ok((image, picked))
     }
 
